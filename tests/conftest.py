@@ -1,0 +1,32 @@
+"""Fixtures: a document root in a temporary folder and a real server process serving it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import ServerProcess, start_server
+
+
+@pytest.fixture
+def docroot(tmp_path: Path) -> Path:
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "index.html").write_text("<!doctype html><title>home</title><h1>home</h1>\n")
+    (root / "style.css").write_text("body { color: #333; }\n")
+    (root / "app.js").write_text("console.log('hi');\n")
+    (root / "data.json").write_text('{"a": 1}\n')
+    (root / "blob.bin").write_bytes(bytes(range(256)) * 64)
+    sub = root / "docs"
+    sub.mkdir()
+    (sub / "index.html").write_text("<h1>docs</h1>\n")
+    (sub / "page.txt").write_text("plain text\n")
+    return root
+
+
+@pytest.fixture
+def server(docroot: Path) -> Iterator[ServerProcess]:
+    srv = start_server(docroot, "--access-log", "-")
+    yield srv
+    srv.stop()

@@ -1,0 +1,202 @@
+"""Shared test plumbing: start a real flashsrv process and speak raw HTTP to it over sockets.
+
+Nothing here mocks the network or the disk: every helper opens a real socket to a real server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LISTEN_RE = re.compile(r"flashsrv listening on http://(\[[^\]]+\]|[^:]+):(\d+)")
+
+
+@dataclass
+class ServerProcess:
+    """A running `flashsrv serve` subprocess; its stdout and stderr are collected by threads."""
+
+    proc: subprocess.Popen
+    host: str
+    port: int
+    stdout_lines: list[str] = field(default_factory=list)
+    stderr_lines: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def stderr_text(self) -> str:
+        return "".join(self.stderr_lines)
+
+    def stdout_text(self) -> str:
+        return "".join(self.stdout_lines)
+
+    def helper_pids(self) -> list[int]:
+        """Pids of the direct children of the server process (its helper processes)."""
+        return children_of(self.proc.pid)
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _drain(stream, sink: list[str]) -> None:
+    for line in iter(stream.readline, ""):
+        sink.append(line)
+    stream.close()
+
+
+def start_server(
+    root: Path | str | None,
+    *args: str,
+    env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 15.0,
+    preexec_fn=None,
+) -> ServerProcess:
+    """Start `python -m flashsrv serve ROOT --port 0 ...` and wait for its listening line."""
+    cmd = [sys.executable, "-m", "flashsrv", "serve"]
+    if root is not None:
+        cmd.append(str(root))
+    cmd += ["--host", host, "--port", "0", *args]
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        preexec_fn=preexec_fn,
+    )
+    out: list[str] = []
+    err: list[str] = []
+    threading.Thread(target=_drain, args=(proc.stdout, out), daemon=True).start()
+    threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in list(err):
+            m = LISTEN_RE.search(line)
+            if m:
+                h = m.group(1).strip("[]")
+                return ServerProcess(proc, h, int(m.group(2)), out, err)
+        if proc.poll() is not None:
+            time.sleep(0.1)
+            raise RuntimeError(f"server exited with {proc.returncode}: {''.join(err)}")
+        time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError(f"server did not report its address: {''.join(err)}")
+
+
+def connect(server: ServerProcess, timeout: float = 10.0) -> socket.socket:
+    return socket.create_connection((server.host, server.port), timeout=timeout)
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    version: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+
+class ResponseReader:
+    """Reads successive HTTP/1.x responses from one socket (for keep-alive and pipelining)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            return False
+        self.buf += chunk
+        return True
+
+    def read(self, head_request: bool = False) -> Response:
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill():
+                raise ConnectionError(f"connection closed before a full head: {self.buf!r}")
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        version, status, *reason = lines[0].split(" ", 2)
+        headers = []
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers.append((k.strip(), v.strip()))
+        resp = Response(int(status), reason[0] if reason else "", version, headers, b"")
+        if head_request or resp.status in (204, 304) or 100 <= resp.status < 200:
+            return resp
+        length = resp.header("content-length")
+        if length is None:
+            while self._fill():
+                pass
+            resp.body, self.buf = self.buf, b""
+            return resp
+        n = int(length)
+        while len(self.buf) < n:
+            if not self._fill():
+                raise ConnectionError(f"closed after {len(self.buf)} of {n} body bytes")
+        resp.body, self.buf = self.buf[:n], self.buf[n:]
+        return resp
+
+    def at_eof(self, timeout: float = 5.0) -> bool:
+        """True when the server closes the connection (no further bytes) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.buf == b"" and self.sock.recv(1) == b""
+        except (TimeoutError, socket.timeout):
+            return False
+        except ConnectionResetError:
+            return True
+
+
+def exchange(server: ServerProcess, raw: bytes, head_request: bool = False) -> Response:
+    """Send raw request bytes on a fresh connection and read one response."""
+    with connect(server) as s:
+        s.sendall(raw)
+        return ResponseReader(s).read(head_request=head_request)
+
+
+def get(server: ServerProcess, path: str, headers: dict[str, str] | None = None,
+        method: str = "GET", version: str = "HTTP/1.1") -> Response:
+    lines = [f"{method} {path} {version}", f"Host: {server.host}:{server.port}", "Connection: close"]
+    for k, v in (headers or {}).items():
+        lines.append(f"{k}: {v}")
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return exchange(server, raw, head_request=(method == "HEAD"))
