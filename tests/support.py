@@ -180,7 +180,7 @@ class ResponseReader:
         self.sock.settimeout(timeout)
         try:
             return self.buf == b"" and self.sock.recv(1) == b""
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         except ConnectionResetError:
             return True
@@ -195,8 +195,94 @@ def exchange(server: ServerProcess, raw: bytes, head_request: bool = False) -> R
 
 def get(server: ServerProcess, path: str, headers: dict[str, str] | None = None,
         method: str = "GET", version: str = "HTTP/1.1") -> Response:
-    lines = [f"{method} {path} {version}", f"Host: {server.host}:{server.port}", "Connection: close"]
+    lines = [f"{method} {path} {version}", f"Host: {server.host}:{server.port}",
+             "Connection: close"]
     for k, v in (headers or {}).items():
         lines.append(f"{k}: {v}")
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     return exchange(server, raw, head_request=(method == "HEAD"))
+
+
+# --- Generic helpers added for the socket-level suites (polling, processes, raw requests) ---
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.02):
+    """Poll predicate() until it is truthy or timeout passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def pid_gone(pid: int) -> bool:
+    """True when the process no longer exists or is a zombie (it has exited, unreaped)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("State:"):
+                    return line.split()[1] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return False
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (VmRSS from /proc/PID/status), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def open_fd_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+
+
+def raise_nofile_limit(wanted: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards `wanted` (capped by the hard limit)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def request_bytes(server: ServerProcess, path: str, method: str = "GET",
+                  version: str = "HTTP/1.1", headers: dict[str, str] | None = None,
+                  close: bool = False, body: bytes = b"") -> bytes:
+    """One raw request with a Host header; keep-alive unless close=True."""
+    lines = [f"{method} {path} {version}", f"Host: {server.host}:{server.port}"]
+    if close:
+        lines.append("Connection: close")
+    for k, v in (headers or {}).items():
+        lines.append(f"{k}: {v}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def read_until_eof(sock: socket.socket, timeout: float = 10.0, limit: int = 1 << 26) -> bytes:
+    """Everything the peer sends until it closes (a reset counts as a close)."""
+    sock.settimeout(timeout)
+    chunks = []
+    total = 0
+    while total < limit:
+        try:
+            chunk = sock.recv(1 << 16)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)

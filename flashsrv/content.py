@@ -1,0 +1,301 @@
+"""The content layer: Flash's caches, and the decision "from memory now, or ask the disk first".
+
+- Pathname-translation cache (`PathCache`): request path -> `Entry` (open files and their facts).
+  An entry is trusted for REVALIDATE_AFTER seconds; after that the next request re-runs the
+  lookup on the disk layer and compares file identities, so a file changed on disk (mtime, size
+  or inode, including replacement by rename) is served fresh within about a second.
+- Response-header cache: each `Variant` memoises its response heads (`Variant.heads`).
+- File-data cache (`DataCache`): whole small files keyed by file identity, LRU, bounded in bytes.
+
+Reads happen in the main process only when they cannot block: `preadv(..., RWF_NOWAIT)` fails
+with EAGAIN when the data is not in the page cache, and such reads go to the disk layer. A
+filesystem that does not support RWF_NOWAIT is remembered (by device) and always goes there.
+No sockets here, and no HTTP beyond the names of the representations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import time
+from collections import OrderedDict
+
+from flashsrv.disk import Disk, close_fds
+from flashsrv.mime import content_type
+
+log = logging.getLogger("flashsrv.content")
+
+REVALIDATE_AFTER = 1.0
+# Precompressed siblings looked up beside every file: suffix -> content-coding.
+SIBLING_CODINGS = {".br": "br", ".gz": "gzip"}
+
+FILE, DIRECTORY, MISSING, FORBIDDEN, ERROR = "file", "dir", "missing", "forbidden", "error"
+
+
+class OpenFile:
+    """An open descriptor and the facts read from it at open time; closed when unreferenced.
+
+    Responses in flight keep a reference, so a file replaced on disk keeps serving its old,
+    consistent bytes to them while new requests get the new file.
+    """
+
+    __slots__ = ("dev", "fd", "ino", "mtime_ns", "size")
+
+    def __init__(self, fd: int, size: int, mtime_ns: int, ino: int, dev: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.ino = ino
+        self.dev = dev
+
+    @property
+    def identity(self) -> tuple[int, int, int, int]:
+        return (self.dev, self.ino, self.size, self.mtime_ns)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class Variant:
+    """One representation of a resource: the file itself or a precompressed sibling."""
+
+    __slots__ = ("encoding", "etag", "file", "heads", "mtime")
+
+    def __init__(self, file: OpenFile, encoding: str) -> None:
+        self.file = file
+        self.encoding = encoding
+        self.mtime = file.mtime_ns // 1_000_000_000
+        tag = f"{file.mtime_ns:x}-{file.size:x}"
+        self.etag = f'"{tag}"' if encoding == "identity" else f'"{tag}-{encoding}"'
+        self.heads: dict = {}
+
+
+class Entry:
+    """The translation of one request path: what is there, and its open variants."""
+
+    __slots__ = ("checked_at", "content_type", "kind", "pending", "relpath", "variants")
+
+    def __init__(self, kind: str, relpath: str, variants: dict[str, Variant] | None = None,
+                 ctype: str = "") -> None:
+        self.kind = kind
+        self.relpath = relpath
+        self.variants = variants or {}
+        self.content_type = ctype
+        self.checked_at = time.monotonic()
+        self.pending: asyncio.Future | None = None
+
+    @property
+    def served_path(self) -> str:
+        """The path of the file a 200 sends: the directory's index.html for a directory."""
+        if self.kind != DIRECTORY:
+            return self.relpath
+        return f"{self.relpath}/index.html" if self.relpath else "index.html"
+
+    def same_files(self, other: Entry) -> bool:
+        if self.kind != other.kind or self.variants.keys() != other.variants.keys():
+            return False
+        return all(v.file.identity == other.variants[k].file.identity
+                   for k, v in self.variants.items())
+
+
+class DataCache:
+    """Whole-file bytes keyed by file identity, least recently used evicted first."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+
+    def get(self, key: tuple) -> bytes | None:
+        data = self._items.get(key)
+        if data is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._items.move_to_end(key)
+        return data
+
+    def put(self, key: tuple, data: bytes) -> None:
+        if len(data) > self.max_bytes or key in self._items:
+            return
+        self._items[key] = data
+        self.used += len(data)
+        while self.used > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self.used -= len(old)
+
+    def discard(self, key: tuple) -> None:
+        data = self._items.pop(key, None)
+        if data is not None:
+            self.used -= len(data)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class PathCache:
+    """Request path -> Entry, LRU-bounded by entry count (each entry may hold descriptors)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[bytes, Entry] = OrderedDict()
+
+    def get(self, key: bytes) -> Entry | None:
+        return self._items.get(key)
+
+    def put(self, key: bytes, entry: Entry) -> None:
+        self._items[key] = entry
+        self._items.move_to_end(key)
+        if len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _nowait_supported_default() -> bool:
+    return hasattr(os, "RWF_NOWAIT") and hasattr(os, "preadv")
+
+
+class Content:
+    """Caches plus the disk layer: the one place that decides where a response's bytes come from.
+    """
+
+    def __init__(self, disk: Disk, cache_bytes: int, max_object: int, max_entries: int,
+                 suffixes: tuple[str, ...] = tuple(SIBLING_CODINGS)) -> None:
+        self.disk = disk
+        self.paths = PathCache(max_entries)
+        self.data = DataCache(cache_bytes)
+        self.max_object = min(max_object, cache_bytes)
+        self.suffixes = suffixes
+        self._nowait_devices: dict[int, bool] = {}
+        self._use_nowait = _nowait_supported_default()
+        self.nowait_reads = 0
+        self.disk_reads = 0
+
+    # -- pathname translation ----------------------------------------------------------------
+
+    def fresh(self, key: bytes) -> Entry | None:
+        """The cached entry for key if it was checked recently enough to answer from memory."""
+        entry = self.paths.get(key)
+        if entry is not None and time.monotonic() - entry.checked_at < REVALIDATE_AFTER:
+            return entry
+        return None
+
+    async def resolve(self, key: bytes, relpath: str) -> Entry:
+        """Look the path up (or revalidate a stale entry) on the disk layer; concurrent
+        requests for the same path share one lookup."""
+        entry = self.paths.get(key)
+        if entry is not None and entry.pending is not None:
+            return await asyncio.shield(entry.pending)
+        future = asyncio.get_running_loop().create_future()
+        if entry is not None:
+            entry.pending = future
+        try:
+            new = await self._lookup(relpath, prefetch=0 if entry else self.max_object)
+        except BaseException as exc:
+            if entry is not None:
+                entry.pending = None
+            future.set_exception(exc)
+            future.exception()  # retrieved: the waiters (if any) re-raise it
+            raise
+        if entry is not None and entry.same_files(new):
+            entry.checked_at = new.checked_at
+            new = entry
+        elif entry is not None:
+            for variant in entry.variants.values():
+                self.data.discard(variant.file.identity)
+        new.pending = None
+        if entry is not None:
+            entry.pending = None
+        self.paths.put(key, new)
+        future.set_result(new)
+        return new
+
+    async def _lookup(self, relpath: str, prefetch: int) -> Entry:
+        result, fds = await self.disk.lookup(relpath, self.suffixes, prefetch)
+        kind = result[0]
+        if kind in (FILE, DIRECTORY):
+            variants = self._variants(result[1], fds)
+            entry = Entry(kind, relpath, variants)
+            entry.content_type = content_type(entry.served_path)
+            return entry
+        close_fds(fds)
+        if kind == ERROR:
+            log.error("lookup of %r failed: [errno %s] %s", relpath, result[1], result[2])
+        return Entry(kind, relpath)
+
+    def _variants(self, facts: list, fds: list[int]) -> dict[str, Variant]:
+        variants = {}
+        for (suffix, size, mtime_ns, ino, dev, data), fd in zip(facts, fds, strict=True):
+            file = OpenFile(fd, size, mtime_ns, ino, dev)
+            encoding = SIBLING_CODINGS.get(suffix, "identity")
+            variants[encoding] = Variant(file, encoding)
+            if data is not None:
+                self.data.put(file.identity, data)
+        return variants
+
+    async def listdir(self, relpath: str) -> tuple:
+        return await self.disk.listdir(relpath)
+
+    # -- file data ---------------------------------------------------------------------------
+
+    def cached_body(self, file: OpenFile) -> bytes | None:
+        """The whole file from the data cache or a read that cannot block; None: ask the disk."""
+        data = self.data.get(file.identity)
+        if data is None and file.size <= self.max_object:
+            data = self.read_nowait(file, 0, file.size)
+            if data is not None:
+                self.data.put(file.identity, data)
+        return data
+
+    async def body(self, file: OpenFile) -> bytes:
+        data = await self.disk.read(file.fd, 0, file.size)
+        self.disk_reads += 1
+        if len(data) == file.size:
+            self.data.put(file.identity, data)
+        return data
+
+    def read_nowait(self, file: OpenFile, offset: int, length: int) -> bytes | None:
+        """Bytes at offset if they are all in the page cache right now, else None.
+
+        Fewer bytes than asked for means the file is shorter than it was at open time.
+        """
+        if not self._use_nowait or self._nowait_devices.get(file.dev) is False:
+            return None
+        buf = bytearray(length)
+        view = memoryview(buf)
+        got = 0
+        try:
+            while got < length:
+                n = os.preadv(file.fd, [view[got:]], offset + got, os.RWF_NOWAIT)
+                if n == 0:
+                    break
+                got += n
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                log.warning("RWF_NOWAIT is not supported on device %#x: reads go to the disk "
+                            "layer", file.dev)
+                self._nowait_devices[file.dev] = False
+                return None
+            raise
+        self._nowait_devices[file.dev] = True
+        self.nowait_reads += 1
+        if got < length:
+            del buf[got:]
+        return bytes(buf)
+
+    async def read(self, file: OpenFile, offset: int, length: int) -> bytes:
+        data = self.read_nowait(file, offset, length)
+        if data is None:
+            self.disk_reads += 1
+            data = await self.disk.read(file.fd, offset, length)
+        return data

@@ -1,0 +1,102 @@
+"""The disk layer: one interface for every operation that may block, three ways to run it.
+
+The concurrency models of the Flash paper differ only here:
+- `amped` (HelperPool, in helper_pool.py): helper processes over socket pairs;
+- `sped` (InlineDisk): the event loop calls the disk itself and stalls while it waits;
+- `threads` (ThreadDisk): a thread pool, the hybrid many servers use.
+All three run the same functions from `flashsrv_helpers.diskops`, so a benchmark compares the
+models and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+
+from flashsrv_helpers import diskops
+
+
+class DiskUnavailable(Exception):
+    """The disk work could not be done now (helper died, timed out, queue full): answer 503."""
+
+
+class Disk(ABC):
+    """Asynchronous access to the blocking operations of `diskops`."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def start(self) -> None:
+        """Start whatever runs the work (called inside the running loop)."""
+        return None
+
+    async def close(self) -> None:
+        """Stop it; pending work is abandoned."""
+        return None
+
+    def stats(self) -> dict[str, int]:
+        """Counters for the admin endpoint."""
+        return {}
+
+    @abstractmethod
+    async def lookup(
+        self, relpath: str, suffixes: tuple[str, ...], prefetch: int
+    ) -> tuple[tuple, list[int]]:
+        """diskops.lookup; the caller owns the returned descriptors."""
+
+    @abstractmethod
+    async def read(self, fd: int, offset: int, length: int) -> bytes:
+        """diskops.read of an open descriptor the caller keeps owning."""
+
+    @abstractmethod
+    async def listdir(self, relpath: str) -> tuple:
+        """diskops.listdir."""
+
+
+class InlineDisk(Disk):
+    """SPED: the loop does the blocking call itself (the baseline AMPED exists to beat)."""
+
+    async def lookup(self, relpath, suffixes, prefetch):
+        return diskops.lookup(self.root, relpath, suffixes, prefetch)
+
+    async def read(self, fd, offset, length):
+        return diskops.read(fd, offset, length)
+
+    async def listdir(self, relpath):
+        return diskops.listdir(self.root, relpath)
+
+
+class ThreadDisk(Disk):
+    """Threads: the loop hands each blocking call to a pool and awaits its future."""
+
+    def __init__(self, root: str, threads: int) -> None:
+        super().__init__(root)
+        self._threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="flashsrv-disk")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, func, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
+
+    async def lookup(self, relpath, suffixes, prefetch):
+        result, fds = await self._run(diskops.lookup, self.root, relpath, suffixes, prefetch)
+        return result, fds
+
+    async def read(self, fd, offset, length):
+        return await self._run(diskops.read, fd, offset, length)
+
+    async def listdir(self, relpath):
+        return await self._run(diskops.listdir, self.root, relpath)
+
+
+def close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)

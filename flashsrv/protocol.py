@@ -1,0 +1,403 @@
+"""One HTTP/1.x connection: an asyncio.Protocol whose methods are the events it receives.
+
+httptools calls `on_*` while `data_received` feeds it; the transport calls `pause_writing` /
+`resume_writing` and `connection_lost`. Requests are answered strictly in order: a request
+arriving while another is being answered waits in a short queue (pipelining), and reading
+pauses when that queue is full or when the client stops reading what we write, so no
+connection can make the server buffer without bound.
+
+The hot path - a fresh path-cache entry whose bytes are in the data cache - is answered inside
+`data_received` with one `write`. Anything that needs the disk layer runs as a task; the
+connection is then busy and queues what follows. Timeouts are deadlines checked by the
+server's periodic sweep, so the hot path only stores a number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from flashsrv.content import MISSING, Entry
+from flashsrv.disk import DiskUnavailable
+from flashsrv.responder import Plan, Request, error_plan
+from flashsrv.urlpath import BadTarget, split_target, to_target
+
+if TYPE_CHECKING:
+    from flashsrv.server import Site
+
+log = logging.getLogger("flashsrv.connection")
+
+MAX_URL_BYTES = 8192
+MAX_HEADER_BYTES = 32768
+MAX_HEADERS = 100
+# Bytes a request head may take before it is complete, counted per data_received call:
+# a coarse bound that also covers what httptools accumulates before it calls on_header.
+MAX_PENDING_HEAD = 1 << 20
+MAX_PIPELINE = 32
+STREAM_CHUNK = 256 * 1024
+SMALL_WRITE = 64 * 1024
+
+
+class Reject(Exception):
+    """Raised from a parser callback: answer with this status and close the connection."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class Truncated(Exception):
+    """The file became shorter than the Content-Length we already sent."""
+
+
+class HttpConnection(asyncio.Protocol):
+    __slots__ = (
+        "_drain", "_head_bytes", "_headers", "_in_head", "_last_request_seen", "_pending_head",
+        "_url", "busy", "closed", "deadline", "parser", "peer", "queue", "site", "task",
+        "transport", "write_paused",
+    )
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.transport: asyncio.Transport | None = None
+        self.parser = HttpRequestParser(self)
+        self.queue: deque[Request] = deque()
+        self.busy = False
+        self.closed = False
+        self.write_paused = False
+        self.task: asyncio.Task | None = None
+        self.deadline = 0.0
+        self.peer = "-"
+        self._drain: asyncio.Future | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._pending_head = 0
+        self._in_head = False
+        self._last_request_seen = False
+
+    # -- transport events ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        site = self.site
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = peer[0]
+        if len(site.connections) >= site.config.max_connections or site.stopping:
+            site.stats.refused += 1
+            plan = error_plan(503, "too many connections", close=True)
+            transport.write(plan.head + b"Connection: close\r\n\r\n" + (plan.body or b""))
+            transport.close()
+            self.closed = True
+            return
+        site.connections.add(self)
+        transport.set_write_buffer_limits(high=4 * STREAM_CHUNK, low=STREAM_CHUNK)
+        self.deadline = site.now + site.config.header_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.site.connections.discard(self)
+        if self.task is not None:
+            self.task.cancel()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionResetError("client went away"))
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.deadline = self.site.now + self.site.config.send_timeout
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        if self.busy:
+            self.deadline = 0.0
+        else:
+            self.deadline = self.site.now + self.site.config.keepalive_timeout
+            self._run_queue()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.parser.feed_data(data)
+        except HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, Reject):
+                self._reject(cause.status, cause.detail)
+            else:
+                log.exception("internal error while parsing a request", exc_info=cause)
+                self._reject(500, "")
+            return
+        except HttpParserUpgrade:
+            # A static server upgrades nothing: the request was answered as a plain one, and
+            # since nothing after it can be parsed, the connection ends with its response.
+            self._last_request_seen = True
+            if not self.busy:
+                self.close_idle()
+        except HttpParserError as exc:
+            detail = str(exc)
+            self._reject(505 if "version" in detail.lower() else 400, detail)
+            return
+        if self._in_head:
+            self._pending_head += len(data)
+            if self._pending_head > MAX_PENDING_HEAD:
+                self._reject(431, "request head too large")
+
+    # -- parser events ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._pending_head = 0
+        self._in_head = True
+        self.deadline = self.site.now + self.site.config.header_timeout
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > MAX_URL_BYTES:
+            raise Reject(414, "request-target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEADER_BYTES or len(self._headers) >= MAX_HEADERS:
+            raise Reject(431, "request header fields too large")
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self.deadline = self.site.now + self.site.config.header_timeout
+        version = self.parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise Reject(505, f"HTTP/{version} is not supported")
+
+    def on_body(self, body: bytes) -> None:
+        """A body on GET/HEAD means nothing to a static server: it is read and dropped."""
+        self.deadline = self.site.now + self.site.config.header_timeout
+
+    def on_message_complete(self) -> None:
+        parser = self.parser
+        headers: dict[str, str] = {}
+        for name, value in self._headers:
+            key = name.decode("latin-1").lower()
+            if key in headers and key == "host":
+                raise Reject(400, "more than one Host header")
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        version = parser.get_http_version()
+        if version == "1.1" and "host" not in headers:
+            raise Reject(400, "HTTP/1.1 request without Host")
+        url = self._url
+        if url.startswith(b"/") and b"?" not in url and b"#" not in url:
+            path, query = url, b""
+        else:
+            try:
+                path, query = split_target(url)
+            except BadTarget as exc:
+                raise Reject(exc.status, exc.reason) from None
+        request = Request(parser.get_method(), path, query, version, headers,
+                          parser.should_keep_alive())
+        if self.busy or self.queue or self.write_paused:
+            self.queue.append(request)
+            if len(self.queue) >= MAX_PIPELINE:
+                self.transport.pause_reading()
+        else:
+            self._dispatch(request)
+
+    # -- answering ----------------------------------------------------------------------------
+
+    def _dispatch(self, request: Request) -> None:
+        """Answer from memory if possible, else start the slow path as a task."""
+        site = self.site
+        if request.method not in (b"GET", b"HEAD"):
+            self._send(request, error_plan(405))
+            return
+        entry = site.content.fresh(request.path)
+        if entry is not None and entry.kind != MISSING:
+            plan = site.responder.respond(request, entry)
+            if self._send_now(request, plan):
+                return
+        self.busy = True
+        self.deadline = 0.0
+        self.task = asyncio.get_running_loop().create_task(self._respond_slowly(request, entry))
+
+    def _send_now(self, request: Request, plan: Plan) -> bool:
+        """Send a plan whose bytes are all in memory now; False when the disk is needed."""
+        file = plan.file
+        if file is None:
+            self._send(request, plan)
+            return True
+        if plan.part_heads or file.size > self.site.content.max_object:
+            return False
+        data = self.site.content.cached_body(file)
+        if data is None:
+            return False
+        if len(plan.spans) == 1 and plan.length != file.size:
+            start, end = plan.spans[0]
+            data = data[start : end + 1]
+        plan.body = data
+        self._send(request, plan)
+        return True
+
+    async def _respond_slowly(self, request: Request, entry: Entry | None) -> None:
+        site = self.site
+        try:
+            if entry is None:
+                target = to_target(request.path, site.config.show_dotfiles)
+                entry = await site.content.resolve(request.path, target.relpath)
+            if entry.kind == MISSING:
+                entry = await site.documents.fallback(request) or entry
+            plan = site.responder.respond(request, entry)
+            if plan.status >= 400 and plan.file is None:
+                plan = await site.documents.replace(request, plan, entry)
+            if not self._send_now(request, plan):
+                await self._send_file(request, plan)
+                if plan.close:
+                    self.close_idle()
+        except asyncio.CancelledError:
+            return
+        except BadTarget as exc:
+            log.info("%s %r: %s", self.peer, request.path, exc.reason)
+            self._send(request, error_plan(exc.status, exc.reason))
+        except DiskUnavailable as exc:
+            log.error("%s %r: %s", self.peer, request.path, exc)
+            site.stats.unavailable += 1
+            self._send(request, error_plan(503, "the server is busy, try again"))
+        except Truncated:
+            log.error("%s %r: file shrank while being sent; connection closed",
+                      self.peer, request.path)
+            self.abort()
+            return
+        except ConnectionError:
+            return
+        except OSError as exc:
+            log.error("%s %r: %s", self.peer, request.path, exc)
+            self._send(request, error_plan(500))
+        except Exception:
+            log.exception("%s %r: internal error", self.peer, request.path)
+            self.abort()
+            return
+        finally:
+            self.task = None
+        self._finished()
+
+    async def _send_file(self, request: Request, plan: Plan) -> None:
+        """Send plan.head and then the file's spans in bounded chunks, pausing while the
+        transport's buffer is full."""
+        content = self.site.content
+        file = plan.file
+        self._write_head(request, plan)
+        if request.method == b"HEAD":
+            return
+        if not plan.part_heads and file.size <= content.max_object:
+            data = await content.body(file)
+            if len(data) < file.size:
+                raise Truncated
+            start, end = plan.spans[0] if plan.spans else (0, -1)
+            self.transport.write(data[start : end + 1] if plan.length != file.size else data)
+            return
+        for index, (start, end) in enumerate(plan.spans):
+            if plan.part_heads:
+                self.transport.write(plan.part_heads[index])
+            offset = start
+            while offset <= end:
+                data = await content.read(file, offset, min(STREAM_CHUNK, end + 1 - offset))
+                if not data:
+                    raise Truncated
+                self.transport.write(data)
+                offset += len(data)
+                if self.write_paused:
+                    await self._wait_writable()
+        if plan.trailer:
+            self.transport.write(plan.trailer)
+
+    async def _wait_writable(self) -> None:
+        self._drain = asyncio.get_running_loop().create_future()
+        try:
+            await self._drain
+        finally:
+            self._drain = None
+
+    def _connection_header(self, request: Request, plan: Plan) -> bytes:
+        if not request.keep_alive or plan.close or self.site.stopping:
+            plan.close = True
+            return b"Connection: close\r\n\r\n"
+        return b"Connection: keep-alive\r\n\r\n" if request.version == "1.0" else b"\r\n"
+
+    def _write_head(self, request: Request, plan: Plan) -> None:
+        site = self.site
+        self.transport.write(b"".join((plan.head, b"Date: ", site.date.get(), b"\r\n",
+                                       self._connection_header(request, plan))))
+        site.log_request(self.peer, request, plan.status, plan.length)
+
+    def _send(self, request: Request, plan: Plan) -> None:
+        """Write a response whose body is in memory, then move on to the next request."""
+        site = self.site
+        tail = self._connection_header(request, plan)
+        body = plan.body if plan.body is not None and request.method != b"HEAD" else b""
+        if len(body) <= SMALL_WRITE:
+            self.transport.write(b"".join((plan.head, b"Date: ", site.date.get(), b"\r\n",
+                                           tail, body)))
+        else:
+            self.transport.write(b"".join((plan.head, b"Date: ", site.date.get(), b"\r\n", tail)))
+            self.transport.write(body)
+        site.log_request(self.peer, request, plan.status, plan.length)
+        if plan.close:
+            self.close_idle()
+        elif not self.busy:
+            self.deadline = site.now + site.config.keepalive_timeout
+
+    def _finished(self) -> None:
+        """The slow path's response is written: carry on with queued requests."""
+        self.busy = False
+        if self.closed:
+            return
+        if self._last_request_seen and not self.queue:
+            self.close_idle()
+            return
+        self.deadline = self.site.now + self.site.config.keepalive_timeout
+        self._run_queue()
+
+    def _run_queue(self) -> None:
+        queue = self.queue
+        while queue and not self.busy and not self.write_paused and not self.closed:
+            self._dispatch(queue.popleft())
+        if not queue and not self.closed and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _reject(self, status: int, detail: str) -> None:
+        """A request we cannot parse or will not serve: answer (after what is queued) and close."""
+        log.info("%s: %d %s", self.peer, status, detail)
+        self.site.stats.rejected += 1
+        request = Request(b"-", self._url[:200] or b"-", b"", "1.1", {}, False)
+        plan = error_plan(status, detail, close=True)
+        if self.busy or self.queue:
+            self.queue.clear()
+            if self.task is not None:
+                self.task.cancel()
+        self._send(request, plan)
+
+    def close_idle(self) -> None:
+        self.closed = True
+        self.site.connections.discard(self)
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def check_deadline(self, now: float) -> None:
+        """Called by the server's sweep: drop connections whose current phase took too long."""
+        if self.deadline and now > self.deadline and not self.closed:
+            self.site.stats.timeouts += 1
+            self.abort()

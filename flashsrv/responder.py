@@ -1,0 +1,191 @@
+"""From a parsed request and a translated path to a response plan, nginx-style.
+
+The handler step maps the entry to a representation (the file or a precompressed sibling) and
+its 200 head; then small independent steps may turn that into another response: preconditions
+(304/412, `flashsrv.conditional`), then byte ranges (206/416, `flashsrv.ranges`). None of them
+knows the others. No sockets and no disk here: the plan says which bytes to send, the connection
+fetches and sends them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flashsrv import ranges
+from flashsrv.conditional import evaluate_preconditions, if_range_allows_partial
+from flashsrv.content import DIRECTORY, FILE, FORBIDDEN, MISSING, Entry, OpenFile, Variant
+from flashsrv.httpdate import format_http_date
+from flashsrv.negotiation import choose_encoding
+from flashsrv.responses import build_head, error_headers, error_page
+from flashsrv.site_rules import SiteRules
+
+ENCODING_PREFERENCE = ("br", "gzip")
+
+
+class Request:
+    """What the connection parsed; header names are lower-case, values latin-1 text."""
+
+    __slots__ = ("headers", "keep_alive", "method", "path", "query", "version")
+
+    def __init__(self, method: bytes, path: bytes, query: bytes, version: str,
+                 headers: dict[str, str], keep_alive: bool) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+
+
+@dataclass(slots=True)
+class Plan:
+    """A response decided but not yet sent.
+
+    Exactly one body source is set: `body` (bytes in memory), or `file` with `spans` (inclusive
+    byte ranges of the file, each preceded by its part head in `part_heads` for multipart), or
+    neither for bodiless responses. `length` is the Content-Length the head promised.
+    """
+
+    status: int
+    head: bytes
+    length: int = 0
+    body: bytes | None = None
+    file: OpenFile | None = None
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    part_heads: list[bytes] = field(default_factory=list)
+    trailer: bytes = b""
+    close: bool = False
+
+
+def error_plan(status: int, detail: str = "", close: bool = False) -> Plan:
+    body = error_page(status, detail)
+    return Plan(status, build_head(status, error_headers(status, len(body))), len(body), body,
+                close=close)
+
+
+def redirect_plan(location: str) -> Plan:
+    body = error_page(301)
+    headers = [("Location", location), *error_headers(301, len(body))]
+    return Plan(301, build_head(301, headers), len(body), body)
+
+
+class Responder:
+    """Turns (request, entry) into a Plan; holds the site rules and caches heads per variant."""
+
+    def __init__(self, rules: SiteRules) -> None:
+        self.rules = rules
+
+    # -- the handler: which representation, and its full 200 head -----------------------------
+
+    def select(self, request: Request, entry: Entry) -> Variant:
+        variants = entry.variants
+        if len(variants) == 1:
+            return variants["identity"]
+        available = tuple(e for e in ENCODING_PREFERENCE if e in variants)
+        return variants[choose_encoding(request.headers.get("accept-encoding"), available)]
+
+    def _validator_headers(self, entry: Entry, variant: Variant) -> list[tuple[str, str]]:
+        headers = [("Last-Modified", format_http_date(variant.mtime)),
+                   ("ETag", variant.etag)]
+        cache_control = self.rules.cache_control(entry.served_path)
+        if cache_control:
+            headers.append(("Cache-Control", cache_control))
+        if len(entry.variants) > 1:
+            headers.append(("Vary", "Accept-Encoding"))
+        return headers
+
+    def _representation_headers(self, entry: Entry, variant: Variant) -> list[tuple[str, str]]:
+        headers = [("Content-Type", entry.content_type)]
+        if variant.encoding != "identity":
+            headers.append(("Content-Encoding", variant.encoding))
+        return headers
+
+    def head_200(self, entry: Entry, variant: Variant) -> bytes:
+        head = variant.heads.get(200)
+        if head is None:
+            headers = self._representation_headers(entry, variant)
+            headers += [("Content-Length", str(variant.file.size)), ("Accept-Ranges", "bytes")]
+            headers += self._validator_headers(entry, variant) + self.rules.extra_headers
+            head = variant.heads[200] = build_head(200, headers)
+        return head
+
+    def head_304(self, entry: Entry, variant: Variant) -> bytes:
+        head = variant.heads.get(304)
+        if head is None:
+            headers = self._validator_headers(entry, variant) + self.rules.extra_headers
+            head = variant.heads[304] = build_head(304, headers)
+        return head
+
+    # -- the whole decision ----------------------------------------------------------------------
+
+    def respond(self, request: Request, entry: Entry) -> Plan:
+        """The plan for a GET or HEAD of an existing entry, or the error that replaces it."""
+        kind = entry.kind
+        if kind == DIRECTORY:
+            if not request.path.endswith(b"/"):
+                return self.directory_redirect(request)
+            if not entry.variants:
+                return error_plan(403, "directory listing is not enabled")
+        elif kind != FILE:
+            return error_plan({MISSING: 404, FORBIDDEN: 403}.get(kind, 500))
+        variant = self.select(request, entry)
+        if request.headers:
+            plan = self._conditional(request, entry, variant)
+            if plan is not None:
+                return plan
+        size = variant.file.size
+        return Plan(200, self.head_200(entry, variant), size, file=variant.file,
+                    spans=[(0, size - 1)] if size else [])
+
+    def directory_redirect(self, request: Request) -> Plan:
+        location = request.path.decode("latin-1") + "/"
+        if request.query:
+            location += "?" + request.query.decode("latin-1")
+        return redirect_plan(location)
+
+    def _conditional(self, request: Request, entry: Entry, variant: Variant) -> Plan | None:
+        """The precondition and range steps; None when the plain 200 stands."""
+        headers = request.headers
+        status = evaluate_preconditions(
+            request.method.decode("ascii"), variant.etag, variant.mtime,
+            headers.get("if-match"), headers.get("if-none-match"),
+            headers.get("if-modified-since"), headers.get("if-unmodified-since"))
+        if status == 304:
+            return Plan(304, self.head_304(entry, variant))
+        if status == 412:
+            return error_plan(412)
+        range_value = headers.get("range")
+        if range_value is None or request.method != b"GET":
+            return None
+        if not if_range_allows_partial(headers.get("if-range"), variant.etag, variant.mtime):
+            return None
+        size = variant.file.size
+        spans = ranges.parse_range(range_value, size)
+        if spans is ranges.UNSATISFIABLE:
+            body = error_page(416)
+            extra = [("Content-Range", ranges.unsatisfied_range(size))]
+            return Plan(416, build_head(416, extra + error_headers(416, len(body))),
+                        len(body), body)
+        if spans is None:
+            return None
+        return self._partial(entry, variant, spans)
+
+    def _partial(self, entry: Entry, variant: Variant, spans: list[tuple[int, int]]) -> Plan:
+        size = variant.file.size
+        common = self._validator_headers(entry, variant) + self.rules.extra_headers
+        if variant.encoding != "identity":
+            common.append(("Content-Encoding", variant.encoding))
+        if len(spans) == 1:
+            start, end = spans[0]
+            headers = [("Content-Type", entry.content_type),
+                       ("Content-Range", ranges.content_range(start, end, size)),
+                       ("Content-Length", str(end - start + 1)), *common]
+            return Plan(206, build_head(206, headers), end - start + 1, file=variant.file,
+                        spans=spans)
+        boundary = ranges.new_boundary()
+        parts, trailer, length = ranges.multipart_plan(spans, size, entry.content_type, boundary)
+        headers = [("Content-Type", ranges.multipart_content_type(boundary)),
+                   ("Content-Length", str(length)), *common]
+        return Plan(206, build_head(206, headers), length, file=variant.file,
+                    spans=[(a, b) for _, a, b in parts],
+                    part_heads=[head for head, _, _ in parts], trailer=trailer)

@@ -1,0 +1,281 @@
+"""Start-up and shutdown: wire config, listening sockets, the loop, the disk layer and signals.
+
+`run(config)` is what `flashsrv serve` calls. With one worker the calling process is the main
+process of the AMPED design. With N workers it becomes a small supervisor: it binds N listening
+sockets to the same port with SO_REUSEPORT (the kernel spreads connections among them), forks
+one main process per socket before any event loop exists, replaces a worker that dies, and
+forwards SIGTERM/SIGINT. Workers share nothing, so there are still no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from importlib import resources
+
+import uvloop
+
+from flashsrv.accesslog import AccessLog
+from flashsrv.config import Config
+from flashsrv.content import Content
+from flashsrv.disk import Disk, InlineDisk, ThreadDisk
+from flashsrv.helper_pool import HelperPool
+from flashsrv.httpdate import DateHeader
+from flashsrv.protocol import HttpConnection
+from flashsrv.responder import Request, Responder
+from flashsrv.site_documents import SiteDocuments
+from flashsrv.site_rules import SiteRules
+
+log = logging.getLogger("flashsrv")
+
+TICK = 0.25
+MAX_CACHED_FILE = 1 << 20
+BACKLOG = 2048
+
+
+class Stats:
+    """Counters the admin endpoint exposes; plain attributes, bumped on the hot path."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.by_status: Counter[int] = Counter()
+        self.bytes_sent = 0
+        self.refused = 0
+        self.rejected = 0
+        self.timeouts = 0
+        self.unavailable = 0
+        self.loop_lag = 0.0
+        self.started = time.time()
+
+
+class Site:
+    """Everything one main process shares among its connections."""
+
+    def __init__(self, config: Config, content: Content, responder: Responder,
+                 documents: SiteDocuments, access_log: AccessLog | None) -> None:
+        self.config = config
+        self.content = content
+        self.responder = responder
+        self.documents = documents
+        self.access_log = access_log
+        self.stats = Stats()
+        self.date = DateHeader()
+        self.connections: set[HttpConnection] = set()
+        self.now = time.monotonic()
+        self.stopping = False
+
+    def log_request(self, peer: str, request: Request, status: int, length: int) -> None:
+        stats = self.stats
+        stats.requests += 1
+        stats.by_status[status] += 1
+        stats.bytes_sent += length
+        if self.access_log is not None:
+            target = request.path + (b"?" + request.query if request.query else b"")
+            self.access_log.write(peer, request.method.decode("latin-1"),
+                                  target.decode("latin-1"), request.version, status, length)
+
+
+def document_root(config: Config) -> str:
+    """The real path of the folder to serve; the embedded demo site when none is given."""
+    if config.root is None:
+        return os.path.realpath(str(resources.files("flashsrv") / "demo_site"))
+    root = os.path.realpath(config.root)
+    if not os.path.isdir(root):
+        raise SystemExit(f"flashsrv: document root {config.root!r} is not a folder")
+    return root
+
+
+def make_disk(config: Config, root: str) -> Disk:
+    if config.model == "sped":
+        return InlineDisk(root)
+    if config.model == "threads":
+        return ThreadDisk(root, config.helpers)
+    return HelperPool(root, config.helpers, config.helper_timeout, config.helper_queue)
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft descriptor limit to the hard one: every connection costs a descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=BACKLOG,
+                                reuse_port=reuse_port, dualstack_ipv6=host == "::")
+    sock.setblocking(False)
+    return sock
+
+
+def announce(sock: socket.socket) -> None:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"flashsrv listening on http://{shown}:{port}", file=sys.stderr, flush=True)
+
+
+def build_site(config: Config, root: str, fd_limit: int) -> Site:
+    disk = make_disk(config, root)
+    content = Content(disk, config.cache_bytes, MAX_CACHED_FILE,
+                      max_entries=max(64, min(10_000, fd_limit // 8)))
+    rules = SiteRules(cache_rules=config.cache_control, extra_headers=config.headers)
+    if config.default_cache_control is not None:
+        rules.default_cache_control = config.default_cache_control
+    responder = Responder(rules)
+    documents = SiteDocuments(content, config.error_pages, config.fallback, config.listing)
+    access_log = None
+    if config.access_log != "off":
+        access_log = AccessLog(config.access_log, config.access_log_format)
+    return Site(config, content, responder, documents, access_log)
+
+
+async def _tick(site: Site, loop: asyncio.AbstractEventLoop) -> None:
+    """The periodic sweep: coarse clock, timeouts, log flush, helper reaping, loop lag."""
+    while True:
+        before = loop.time()
+        await asyncio.sleep(TICK)
+        site.stats.loop_lag = max(0.0, loop.time() - before - TICK)
+        site.now = time.monotonic()
+        for conn in list(site.connections):
+            conn.check_deadline(site.now)
+        if site.access_log is not None:
+            site.access_log.flush()
+        disk = site.content.disk
+        if isinstance(disk, HelperPool):
+            disk.reap()
+
+
+async def _drain(site: Site, grace: float) -> None:
+    """Let responses in flight finish (up to grace seconds), closing idle connections."""
+    site.stopping = True
+    deadline = time.monotonic() + grace
+    while site.connections and time.monotonic() < deadline:
+        for conn in list(site.connections):
+            if not conn.busy and not conn.queue and not conn.write_paused:
+                conn.close_idle()
+        await asyncio.sleep(0.05)
+    for conn in list(site.connections):
+        conn.abort()
+
+
+async def serve_forever(config: Config, sock: socket.socket, root: str, fd_limit: int,
+                        announce_address: bool) -> None:
+    loop = asyncio.get_running_loop()
+    site = build_site(config, root, fd_limit)
+    site.content.disk.start()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if site.access_log is not None:
+        loop.add_signal_handler(signal.SIGUSR1, site.access_log.reopen)
+    server = await loop.create_server(lambda: HttpConnection(site), sock=sock, backlog=BACKLOG)
+    admin = None
+    if config.admin_port is not None:
+        from flashsrv.admin import start_admin
+
+        admin = await start_admin(site, config.admin_host, config.admin_port)
+    ticker = loop.create_task(_tick(site, loop))
+    if announce_address:
+        announce(sock)
+    try:
+        await stop.wait()
+        log.info("stopping: finishing responses in flight (up to %gs)", config.grace)
+        server.close()
+        if admin is not None:
+            admin.close()
+        await _drain(site, config.grace)
+    finally:
+        ticker.cancel()
+        await site.content.disk.close()
+        if site.access_log is not None:
+            site.access_log.close()
+
+
+def run_worker(config: Config, sock: socket.socket, root: str, announce_address: bool) -> None:
+    fd_limit = raise_fd_limit()
+    uvloop.run(serve_forever(config, sock, root, fd_limit, announce_address))
+
+
+def _die_with_parent() -> None:
+    """Workers of a supervisor get SIGTERM when it dies, so none is ever orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+
+
+def _fork_worker(config: Config, sock: socket.socket, root: str) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            _die_with_parent()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            run_worker(config, sock, root, announce_address=False)
+        except BaseException:
+            logging.getLogger("flashsrv").exception("worker failed")
+            code = 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+def supervise(config: Config, root: str) -> int:
+    """Run config.workers main processes on one port and keep them running until a signal."""
+    first = listening_socket(config.host, config.port, reuse_port=True)
+    port = first.getsockname()[1]
+    sockets = [first] + [listening_socket(config.host, port, reuse_port=True)
+                         for _ in range(config.workers - 1)]
+    stopping = False
+
+    def on_signal(signum: int, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    workers: dict[int, socket.socket] = {}
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for sock in sockets:
+        workers[_fork_worker(config, sock, root)] = sock
+    announce(first)
+    status = 0
+    while workers:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        sock = workers.pop(pid, None)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if stopping:
+            status = status or (code if code > 0 else 0)
+        elif sock is not None:
+            log.error("worker %d exited with %d; starting another", pid, code)
+            time.sleep(0.2)
+            workers[_fork_worker(config, sock, root)] = sock
+    return status
+
+
+def run(config: Config) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s flashsrv[%(process)d] %(levelname)s %(message)s")
+    root = document_root(config)
+    if config.workers > 1:
+        return supervise(config, root)
+    sock = listening_socket(config.host, config.port, reuse_port=False)
+    run_worker(config, sock, root, announce_address=True)
+    return 0

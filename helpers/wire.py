@@ -1,0 +1,49 @@
+"""The framed message format between the main process and its helpers.
+
+A frame is a 4-byte big-endian length followed by a `marshal`-encoded tuple. Both ends are the
+same Python build of the same installation, which is what `marshal` requires; nothing outside the
+server ever writes to these sockets. File descriptors travel beside a frame as SCM_RIGHTS
+ancillary data: a job carries at most a handful, and only one job is in flight per helper, so
+the receiver can attach every descriptor it receives to the frame it is completing.
+
+No I/O here: encoding and incremental decoding only.
+"""
+
+from __future__ import annotations
+
+import marshal
+import struct
+
+LENGTH = struct.Struct("!I")
+MAX_FRAME = 64 << 20
+
+
+def encode(message: tuple) -> bytes:
+    payload = marshal.dumps(message)
+    return LENGTH.pack(len(payload)) + payload
+
+
+class FrameDecoder:
+    """Accumulates bytes from a stream socket and yields whole messages."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple]:
+        self._buf += data
+        messages = []
+        buf = self._buf
+        while len(buf) >= 4:
+            (size,) = LENGTH.unpack_from(buf)
+            if size > MAX_FRAME:
+                raise ValueError(f"frame of {size} bytes exceeds the limit")
+            if len(buf) < 4 + size:
+                break
+            messages.append(marshal.loads(bytes(buf[4 : 4 + size])))
+            del buf[: 4 + size]
+        return messages
+
+    def pending(self) -> int:
+        return len(self._buf)

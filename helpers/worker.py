@@ -1,0 +1,89 @@
+"""A helper process: take one disk job at a time from the main process, do it, answer.
+
+Started by the main process as `python -m flashsrv_helpers.worker FD ROOT PARENT_PID`, where FD is
+its end of a UNIX socket pair. It may block as long as the disk makes it: that is its purpose.
+It never outlives the main process: the kernel kills it when the parent dies (PR_SET_PDEATHSIG),
+and end-of-file on its socket (the parent closed it or died) makes it exit as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+
+from flashsrv_helpers import diskops
+from flashsrv_helpers.wire import FrameDecoder, encode
+
+PR_SET_PDEATHSIG = 1
+MAX_FDS_PER_JOB = 8
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel for SIGKILL when the parent exits; exit now if it already has."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def handle(message: tuple, fds: list[int], root: str) -> tuple[tuple, list[int]]:
+    """Run one job; returns (reply message, descriptors to pass back)."""
+    job_id, op, args = message
+    try:
+        if op == "lookup":
+            result, out_fds = diskops.lookup(root, *args)
+            return (job_id, result), out_fds
+        if op == "read":
+            offset, length = args
+            return (job_id, ("data", diskops.read(fds[0], offset, length))), []
+        if op == "listdir":
+            return (job_id, diskops.listdir(root, *args)), []
+        return (job_id, ("error", 0, f"unknown operation {op!r}")), []
+    except OSError as exc:
+        return (job_id, ("error", exc.errno or 0, exc.strerror or str(exc))), []
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def send_reply(sock: socket.socket, frame: bytes, fds: list[int]) -> None:
+    sent = socket.send_fds(sock, [frame], fds) if fds else sock.send(frame)
+    if sent < len(frame):
+        sock.sendall(memoryview(frame)[sent:])
+    for fd in fds:
+        os.close(fd)
+
+
+def serve(sock: socket.socket, root: str) -> None:
+    decoder = FrameDecoder()
+    received: list[int] = []
+    while True:
+        data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, MAX_FDS_PER_JOB)
+        received.extend(fds)
+        if not data:
+            return
+        for message in decoder.feed(data):
+            reply, out_fds = handle(message, received, root)
+            received = []
+            send_reply(sock, encode(reply), out_fds)
+
+
+def main(argv: list[str]) -> None:
+    fd, root, parent_pid = int(argv[0]), argv[1], int(argv[2])
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=fd)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        serve(sock, root)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1117 @@
+"""Benchmark flashsrv's concurrency models against nginx (and granian, uvicorn+starlette).
+
+    python loadtests/bench.py [--quick] [--out loadtests/results]
+
+One command, one run, one table: every server is started in turn on the same files, pinned to
+one CPU core while `wrk` runs on another, so that the numbers are ratios measured side by side
+(nginx is the reference) rather than absolute speeds that only mean something on one machine.
+
+Workloads (the Flash paper's comparison, on a small scale):
+
+- cached: one file of 2 KB, 100 KB, 1 MiB or 20 MiB, requested over and over;
+- many-files: random requests over a data set larger than flashsrv's `--cache-bytes` (in the
+  kernel page cache, not in the server's own cache);
+- disk-bound: files evicted from the page cache (posix_fadvise DONTNEED) and the disk made slow by
+  the kernel (cgroup v1 blkio throttle or v2 io.max on the server's processes); one wrk fetches
+  cold files while another fetches a cached small file: a server that blocks on the disk also
+  stops serving what it has in memory;
+- stall probe: while wrk fetches cold files, a probe fetches a cached small file every ~5 ms on a
+  keep-alive connection; its p50/p99 latency shows whether the event loop stalls.
+
+The slow disk needs root and a cgroup io controller; without them the disk-bound workloads are
+skipped with a message, never faked (and never slowed down by a sleep in the server).
+
+Results go to OUT/results.md (table, machine, date), OUT/results.json and OUT/results.png.
+Every server is stopped (SIGTERM, then SIGKILL of its process group) even on Ctrl-C or an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import random
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+KB = 1000
+MIB = 1024 * 1024
+
+# Workloads in table order. "cached" ones request a single file.
+CACHED = {"small": "/small.html", "medium": "/medium.jpg", "1mib": "/big.bin",
+          "20mib": "/large.mp4"}
+ALL_WORKLOADS = [*CACHED, "many", "disk", "stall"]
+WORKLOAD_TITLES = {
+    "small": "cached 2 KB", "medium": "cached 100 KB", "1mib": "cached 1 MiB",
+    "20mib": "cached 20 MiB", "many": "many files > cache", "disk": "disk-bound (slow disk)",
+    "stall": "stall probe (cold fetches)",
+}
+# Connections per workload: enough to keep one server core busy; large files need fewer.
+CONNECTIONS = {"small": 50, "medium": 50, "1mib": 16, "20mib": 8, "many": 50}
+COLD_CONNECTIONS = 16
+HOT_CONNECTIONS = 16
+PROBE_INTERVAL = 0.005
+
+
+# --------------------------------------------------------------------------------------------
+# Machine, tools, small utilities
+
+
+def machine_info() -> dict[str, str]:
+    """What the numbers came from: they mean nothing without it."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": _first_line(["wrk", "--version"]),
+        "nginx": _first_line(["nginx", "-v"]),
+        "flashsrv commit": commit or "unknown",
+    }
+
+
+def _first_line(cmd: list[str]) -> str:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "missing"
+    text = (r.stdout + r.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1024, "M": MIB, "G": 1024 * MIB}
+    text = text.strip().upper().removesuffix("B")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Data sets
+
+
+@dataclass
+class Dataset:
+    root: Path
+    many: list[str] = field(default_factory=list)
+    cold: list[str] = field(default_factory=list)
+
+    def files(self, paths: list[str]) -> Iterator[Path]:
+        for p in paths:
+            yield self.root / p.lstrip("/")
+
+
+def _write(path: Path, size: int, block: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        full, rest = divmod(size, len(block))
+        for _ in range(full):
+            f.write(block)
+        f.write(block[:rest])
+
+
+def make_dataset(base: Path, quick: bool, workloads: list[str]) -> Dataset:
+    """Write the files; the many/cold sets only when a workload needs them."""
+    root = base / "www"
+    ds = Dataset(root)
+    rng = random.Random(1999)
+    block = rng.randbytes(MIB)  # incompressible, like real media
+    html = (b"<!doctype html><title>bench</title>" + b"<p>flashsrv benchmark page</p>\n" * 80)
+    _write(root / "small.html", 2 * KB, html.ljust(2 * KB, b"\n"))
+    _write(root / "medium.jpg", 100 * KB, block)
+    _write(root / "big.bin", MIB, block)
+    _write(root / "large.mp4", 20 * MIB, block)
+    # Each file of a set starts at a different offset of the block so that no two are equal.
+    if "many" in workloads:
+        n = 400 if quick else 2000  # 40 MB / 200 MB of 100 KB files, vs --cache-bytes 16M
+        ds.many = [f"/many/m{i:04d}.jpg" for i in range(n)]
+    if "disk" in workloads or "stall" in workloads:
+        n = 400 if quick else 2000
+        ds.cold = [f"/cold/c{i:04d}.jpg" for i in range(n)]
+    for i, p in enumerate([*ds.many, *ds.cold]):
+        off = (i * 4099) % (MIB - 100 * KB)
+        _write(root / p.lstrip("/"), 100 * KB, block[off:off + 100 * KB])
+    os.sync()  # dirty pages cannot be evicted: flush them so DONTNEED really makes files cold
+    return ds
+
+
+def warm(paths: Iterator[Path]) -> None:
+    for p in paths:
+        with open(p, "rb") as f:
+            while f.read(MIB):
+                pass
+
+
+def evict(paths: Iterator[Path]) -> int:
+    """Drop the files' pages from the page cache; returns how many still look resident."""
+    resident = 0
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+                resident += 1
+        finally:
+            os.close(fd)
+    return resident
+
+
+# --------------------------------------------------------------------------------------------
+# Slow disk: a cgroup read throttle on the server's processes
+
+
+class Throttle:
+    """A cgroup whose reads from one block device the kernel slows down (blkio or io.max)."""
+
+    def __init__(self, path: Path, version: int, device: str) -> None:
+        self.path, self.version, self.device = path, version, device
+
+    @property
+    def procs(self) -> Path:
+        return self.path / "cgroup.procs"
+
+    @classmethod
+    def create(cls, data_dir: Path) -> tuple[Throttle | None, str]:
+        """The throttle, or None and the reason why a slow disk is not possible here."""
+        if os.geteuid() != 0:
+            return None, "not root: cannot create a cgroup to slow the disk down"
+        device = block_device_of(data_dir)
+        if device is None:
+            return None, f"{data_dir} is not on a block device (tmpfs/overlay?): use --data-dir"
+        name = f"flashsrv-bench-{os.getpid()}"
+        v1 = Path("/sys/fs/cgroup/blkio")
+        if (v1 / "blkio.throttle.read_bps_device").exists():
+            path = v1 / name
+            path.mkdir(exist_ok=True)
+            return cls(path, 1, device), "cgroup v1 blkio throttle"
+        v2 = cgroup2_mount()
+        if v2 is not None and "io" in (v2 / "cgroup.controllers").read_text().split():
+            try:
+                (v2 / "cgroup.subtree_control").write_text("+io")
+                path = v2 / name
+                path.mkdir(exist_ok=True)
+            except OSError as e:
+                return None, f"cgroup v2 io controller not usable: {e}"
+            return cls(path, 2, device), "cgroup v2 io.max"
+        return None, "no cgroup io controller (neither v1 blkio nor v2 io) on this machine"
+
+    def limit(self, iops: int, bps: int) -> None:
+        if self.version == 1:
+            (self.path / "blkio.throttle.read_iops_device").write_text(f"{self.device} {iops}")
+            (self.path / "blkio.throttle.read_bps_device").write_text(f"{self.device} {bps}")
+        else:
+            (self.path / "io.max").write_text(f"{self.device} riops={iops} rbps={bps}")
+
+    def clear(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.version == 1:
+                (self.path / "blkio.throttle.read_iops_device").write_text(f"{self.device} 0")
+                (self.path / "blkio.throttle.read_bps_device").write_text(f"{self.device} 0")
+            else:
+                (self.path / "io.max").write_text(f"{self.device} riops=max rbps=max")
+
+    def reads(self) -> int:
+        """Read operations the kernel has passed through the throttle so far."""
+        name = "blkio.throttle.io_serviced" if self.version == 1 else "io.stat"
+        with contextlib.suppress(OSError):
+            for line in (self.path / name).read_text().splitlines():
+                if self.version == 1 and line.startswith(self.device) and " Read " in line:
+                    return int(line.split()[-1])
+                if self.version == 2 and line.startswith(self.device):
+                    kv = dict(x.split("=") for x in line.split()[1:])
+                    return int(kv.get("rios", 0))
+        return 0
+
+    def remove(self) -> None:
+        self.clear()
+        parent = self.path.parent / "cgroup.procs"
+        with contextlib.suppress(OSError):
+            for pid in self.procs.read_text().split():
+                with contextlib.suppress(OSError):
+                    parent.write_text(pid)
+        for _ in range(50):
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.1)
+        log(f"could not remove cgroup {self.path}")
+
+
+def block_device_of(path: Path) -> str | None:
+    """'major:minor' of the whole disk holding `path` (throttles take disks, not partitions)."""
+    dev = os.stat(path).st_dev
+    sys_dev = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    if os.major(dev) == 0 or not sys_dev.exists():
+        return None
+    if (sys_dev / "partition").exists():
+        return (sys_dev.resolve().parent / "dev").read_text().strip()
+    return f"{os.major(dev)}:{os.minor(dev)}"
+
+
+def cgroup2_mount() -> Path | None:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if parts[2] == "cgroup2":
+                return Path(parts[1])
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Servers
+
+
+@dataclass
+class ServerSpec:
+    key: str          # name on the command line (--servers)
+    label: str        # name in the table
+    kind: str         # flashsrv | nginx | granian | uvicorn
+    workloads: list[str]
+    model: str | None = None
+    access_log: bool = False
+    prefix: str = ""  # URL prefix under which the data set is served
+
+
+FULL = ALL_WORKLOADS
+SERVERS = [
+    ServerSpec("nginx", "nginx", "nginx", FULL),
+    ServerSpec("amped", "flashsrv amped", "flashsrv", FULL, model="amped"),
+    ServerSpec("amped+log", "flashsrv amped, access log on", "flashsrv", ["small"],
+               model="amped", access_log=True),
+    ServerSpec("sped", "flashsrv sped", "flashsrv", FULL, model="sped"),
+    ServerSpec("threads", "flashsrv threads", "flashsrv", FULL, model="threads"),
+    ServerSpec("granian", "granian static", "granian", list(CACHED), prefix="/static"),
+    ServerSpec("uvicorn", "uvicorn+starlette", "uvicorn", list(CACHED)),
+]
+
+NGINX_CONF = """\
+{user}worker_processes 1;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    types {{ text/html html; text/css css; image/jpeg jpg; video/mp4 mp4; }}
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    open_file_cache max=10000 inactive=120s;
+    open_file_cache_valid 120s;
+    open_file_cache_min_uses 1;
+    keepalive_requests 100000000;
+    keepalive_timeout 120s;
+{temp_paths}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+    }}
+}}
+"""
+
+GRANIAN_APP = '''\
+"""Everything is a static file: the app only answers what the mount does not."""
+
+
+async def app(scope, proto):
+    proto.response_empty(404, [])
+'''
+
+STARLETTE_APP = '''\
+import os
+
+from starlette.staticfiles import StaticFiles
+
+app = StaticFiles(directory=os.environ["BENCH_ROOT"])
+'''
+
+
+@dataclass
+class Tools:
+    peers_bin: list[Path]
+    flashsrv_help: str | None  # `flashsrv serve --help`, or None when flashsrv is not usable
+    cpus: tuple[int, int] | None  # (server core, load-generator core)
+
+    def find(self, name: str) -> Path | None:
+        for d in self.peers_bin:
+            if (d / name).exists():
+                return d / name
+        found = shutil.which(name)
+        return Path(found) if found else None
+
+
+def discover_tools(peers_venv: Path | None) -> Tools:
+    bins = [Path(peers_venv) / "bin"] if peers_venv else []
+    bins.append(Path(sys.executable).parent)
+    r = subprocess.run([sys.executable, "-m", "flashsrv", "serve", "--help"],
+                       capture_output=True, text=True, cwd=REPO)
+    help_text = r.stdout if r.returncode == 0 else None
+    cpus = sorted(os.sched_getaffinity(0))
+    pair = (cpus[0], cpus[1]) if len(cpus) >= 2 and shutil.which("taskset") else None
+    return Tools(bins, help_text, pair)
+
+
+def unavailable(spec: ServerSpec, tools: Tools) -> str | None:
+    """Why this server cannot run here, or None."""
+    if spec.kind == "flashsrv":
+        if tools.flashsrv_help is None:
+            return "flashsrv is not installed (pip install -e .)"
+        if "--model" not in tools.flashsrv_help and spec.model != "amped":
+            return "this flashsrv has no --model option yet"
+    if spec.kind == "nginx" and not shutil.which("nginx"):
+        return "nginx not found (apt-get install nginx-light)"
+    if spec.kind == "granian" and not tools.find("granian"):
+        return "granian not found (pip install granian, or --peers-venv DIR)"
+    if spec.kind == "uvicorn":
+        uv = tools.find("uvicorn")
+        if uv is None:
+            return "uvicorn not found (pip install uvicorn starlette, or --peers-venv DIR)"
+        ok = subprocess.run([str(uv.parent / "python"), "-c", "import starlette"],
+                            capture_output=True).returncode == 0
+        if not ok:
+            return f"starlette is not installed next to {uv}"
+    return None
+
+
+@dataclass
+class Running:
+    spec: ServerSpec
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.spec.prefix}"
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the server's live process tree (main process, workers, helpers)."""
+        total, todo, seen = 0.0, [self.proc.pid], set()
+        tick = os.sysconf("SC_CLK_TCK")
+        while todo:
+            pid = todo.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(stat[11]) + int(stat[12])) / tick
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+        return total
+
+    def log_tail(self, n: int = 2000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-n:]
+        return ""
+
+
+def server_command(spec: ServerSpec, tools: Tools, ds: Dataset, work: Path, port: int,
+                   args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    if spec.kind == "flashsrv":
+        cmd = [sys.executable, "-m", "flashsrv", "serve", str(ds.root), "--host", "127.0.0.1",
+               "--port", str(port), "--cache-bytes", args.cache_bytes]
+        if "--model" in (tools.flashsrv_help or ""):
+            cmd += ["--model", spec.model or "amped"]
+        if args.helpers:
+            cmd += ["--helpers", str(args.helpers)]
+        cmd += ["--access-log", str(work / f"access-{spec.key}.log") if spec.access_log
+                else "off"]
+        return cmd, env
+    if spec.kind == "nginx":
+        conf = work / f"nginx-{port}"
+        conf.mkdir()
+        (conf / "nginx.conf").write_text(nginx_conf(conf, ds.root, port))
+        return ["nginx", "-p", str(conf), "-c", "nginx.conf", "-g", "daemon off;"], env
+    if spec.kind == "granian":
+        (work / "bench_granian_app.py").write_text(GRANIAN_APP)
+        return [str(tools.find("granian")), "--interface", "rsgi", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", "1", "--runtime-threads", "1", "--no-ws",
+                "--log-level", "warning", "--static-path-route", "/static",
+                "--static-path-mount", str(ds.root), "--working-dir", str(work),
+                "bench_granian_app:app"], env
+    uv = tools.find("uvicorn")
+    assert uv is not None
+    (work / "bench_starlette_app.py").write_text(STARLETTE_APP)
+    env["BENCH_ROOT"] = str(ds.root)
+    return [str(uv.parent / "python"), "-m", "uvicorn", "--host", "127.0.0.1",
+            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            "--log-level", "warning", "--app-dir", str(work),
+            "bench_starlette_app:app"], env
+
+
+def nginx_conf(prefix: Path, root: Path, port: int) -> str:
+    # Temp paths of the compiled-in modules, so that nginx never needs /var/lib/nginx.
+    configure = _first_line(["sh", "-c", "nginx -V 2>&1 | grep configure"])
+    temp = ["    client_body_temp_path {d}/body;"]
+    for mod in ("proxy", "fastcgi", "uwsgi", "scgi"):
+        if f"--without-http_{mod}_module" not in configure:
+            temp.append(f"    {mod}_temp_path {{d}}/{mod};")
+    user = ""
+    if os.geteuid() == 0:  # as root, workers would switch to "nobody" and lose the files
+        import pwd
+        user = f"user {pwd.getpwuid(0).pw_name};\n"
+    return NGINX_CONF.format(user=user, dir=prefix, port=port, root=root,
+                             temp_paths="\n".join(temp).format(d=prefix))
+
+
+def start_server(spec: ServerSpec, tools: Tools, ds: Dataset, work: Path,
+                 args: argparse.Namespace, throttle: Throttle | None) -> Running:
+    port = free_port()
+    cmd, env = server_command(spec, tools, ds, work, port, args)
+    if tools.cpus:
+        cmd = ["taskset", "-c", str(tools.cpus[0]), *cmd]
+    if throttle is not None:
+        # The wrapper shell joins the cgroup and then execs the server: the server and every
+        # helper it starts are in the cgroup from their first instruction on.
+        cmd = ["sh", "-c", f'echo $$ > {shlex.quote(str(throttle.procs))} && exec "$@"',
+               "sh", *cmd]
+    log_path = work / f"server-{spec.key}.log"
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=work,
+                                start_new_session=True)
+    running = Running(spec, proc, port, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{spec.label} exited with {proc.returncode}:\n"
+                               f"{running.log_tail()}")
+        with contextlib.suppress(OSError):
+            if http_get(port, spec.prefix + CACHED["small"], timeout=2)[0] == 200:
+                return running
+        time.sleep(0.1)
+    stop_server(running)
+    raise RuntimeError(f"{spec.label} did not answer within 30 s:\n{running.log_tail()}")
+
+
+def stop_server(running: Running, grace: float = 15.0) -> list[str]:
+    """SIGTERM (nginx: SIGQUIT), then SIGKILL; returns problems seen while stopping."""
+    problems: list[str] = []
+    proc = running.proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGQUIT if running.spec.kind == "nginx" else signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            problems.append(f"did not exit within {grace:.0f} s of SIGTERM: killed")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    if proc.returncode not in (0, -signal.SIGTERM) and not problems:
+        problems.append(f"exit status {proc.returncode} after SIGTERM")
+    time.sleep(0.3)
+    left = [p for p in pids_in_group(proc.pid) if p != proc.pid]
+    if left:
+        problems.append(f"processes left after it exited: {left}: killed")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return problems
+
+
+def pids_in_group(pgid: int) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    pids.append(int(d.name))
+    return pids
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                  .encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+    return status, data
+
+
+# --------------------------------------------------------------------------------------------
+# Load generation: wrk with a small Lua script, and the stall probe
+
+
+WRK_DONE = r"""
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests": %.0f, "bytes": %.0f, "duration_us": %.0f, ' ..
+    '"connect": %.0f, "read": %.0f, "write": %.0f, "status": %.0f, "timeout": %.0f, ' ..
+    '"p50_us": %.0f, "p99_us": %.0f, "max_us": %.0f}\n',
+    summary.requests, summary.bytes, summary.duration, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+WRK_PATHS = r"""
+local paths = {%PATHS%}
+local n = #paths
+local i = %START%
+function init(args)
+  math.randomseed(%SEED%)
+end
+function request()
+  local p
+  if %RANDOM% then
+    p = paths[math.random(n)]
+  else
+    p = paths[(i % n) + 1]
+    i = i + 1
+  end
+  return wrk.format("GET", p)
+end
+"""
+
+
+@dataclass
+class WrkResult:
+    requests: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    errors: int = 0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    cpu: float = 0.0  # share of its core the load generator used
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def mbps(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds else 0.0
+
+
+class Wrk:
+    """One wrk process, pinned to the load-generator core; results parsed from its Lua hook."""
+
+    def __init__(self, tools: Tools, work: Path, srv: Running, paths: list[str],
+                 connections: int, seconds: float, mode: str = "single", start: int = 0) -> None:
+        script = work / f"wrk-{time.monotonic_ns()}.lua"
+        lua = WRK_DONE
+        url = srv.base + paths[0]
+        if mode != "single":
+            listed = ",".join(f'"{srv.spec.prefix}{p}"' for p in paths)
+            lua = (WRK_PATHS.replace("%PATHS%", listed).replace("%START%", str(start))
+                   .replace("%SEED%", str(start + 7))
+                   .replace("%RANDOM%", "true" if mode == "random" else "false")) + lua
+        script.write_text(lua)
+        cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+               "--timeout", "10s", "-s", str(script), url]
+        if tools.cpus:
+            cmd = ["taskset", "-c", str(tools.cpus[1]), *cmd]
+        self.out = tempfile.TemporaryFile()  # noqa: SIM115 (closed in result())
+        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT)
+        self.timeout = seconds + 60
+
+    def result(self) -> WrkResult:
+        deadline = time.monotonic() + self.timeout
+        try:
+            while True:
+                pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+                if pid:
+                    self.proc.returncode = os.waitstatus_to_exitcode(status)
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("wrk did not finish in time")
+                time.sleep(0.05)
+        finally:
+            if self.proc.returncode is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.seek(0)
+        text = self.out.read().decode(errors="replace")
+        self.out.close()
+        for line in text.splitlines():
+            if line.startswith("WRKJSON "):
+                d = json.loads(line[8:])
+                seconds = d["duration_us"] / 1e6
+                return WrkResult(
+                    requests=int(d["requests"]), bytes=int(d["bytes"]), seconds=seconds,
+                    errors=int(d["connect"] + d["read"] + d["write"] + d["status"]
+                               + d["timeout"]),
+                    p50_ms=d["p50_us"] / 1000, p99_ms=d["p99_us"] / 1000,
+                    cpu=(usage.ru_utime + usage.ru_stime) / seconds if seconds else 0.0)
+        raise RuntimeError(f"wrk failed (exit {self.proc.returncode}):\n{text[-2000:]}")
+
+
+class Probe(threading.Thread):
+    """Fetches one cached small file every PROBE_INTERVAL on one keep-alive connection."""
+
+    def __init__(self, port: int, path: str, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.port, self.path, self.seconds = port, path, seconds
+        self.latencies: list[float] = []
+        self.error: str | None = None
+
+    def run(self) -> None:
+        req = f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                end = time.monotonic() + self.seconds
+                nxt = time.monotonic()
+                buf = b""
+                while time.monotonic() < end:
+                    t0 = time.monotonic()
+                    s.sendall(req)
+                    buf = _read_response(s, buf)
+                    self.latencies.append(time.monotonic() - t0)
+                    nxt += PROBE_INTERVAL
+                    time.sleep(max(0.0, nxt - time.monotonic()))
+                    nxt = max(nxt, time.monotonic() - PROBE_INTERVAL)
+        except (OSError, ValueError) as e:
+            self.error = f"{type(e).__name__}: {e}"
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        data = sorted(self.latencies)
+        return data[min(len(data) - 1, int(q / 100 * len(data)))] * 1000
+
+
+def _read_response(s: socket.socket, buf: bytes) -> bytes:
+    """Read one Content-Length framed response; returns the bytes after it."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ValueError("connection closed by the server")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = None
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if not head.startswith(b"HTTP/1.1 200") or length is None:
+        raise ValueError(f"unexpected probe response: {head[:200]!r}")
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ValueError("connection closed mid-body")
+        rest += chunk
+    return rest[length:]
+
+
+# --------------------------------------------------------------------------------------------
+# Running the workloads
+
+
+@dataclass
+class Row:
+    workload: str
+    server: str
+    rps: float = 0.0
+    mbps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    errors: int = 0
+    server_cpu: float = 0.0
+    wrk_cpu: float = 0.0
+    note: str = ""
+    probe_p50_ms: float | None = None
+    probe_p99_ms: float | None = None
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tools: Tools, ds: Dataset, work: Path,
+                 throttle: Throttle | None) -> None:
+        self.args, self.tools, self.ds, self.work, self.throttle = (
+            args, tools, ds, work, throttle)
+        self.rows: list[Row] = []
+        self.problems: list[str] = []
+
+    def measure(self, srv: Running, workload: str) -> Row:
+        a, ds = self.args, self.ds
+        if workload in CACHED:
+            paths = [CACHED[workload]]
+            if a.warmup:
+                Wrk(self.tools, self.work, srv, paths, CONNECTIONS[workload],
+                    a.warmup).result()
+            return self._run(srv, workload, [(paths, CONNECTIONS[workload], "single")])
+        if workload == "many":
+            warm(ds.files(ds.many))
+            return self._run(srv, workload, [(ds.many, CONNECTIONS["many"], "random")])
+        if workload in ("disk", "stall"):
+            return self._cold(srv, workload)
+        raise ValueError(workload)
+
+    def _run(self, srv: Running, workload: str,
+             loads: list[tuple[list[str], int, str]], probe: bool = False,
+             start: int = 0) -> Row:
+        secs = self.args.duration
+        cpu0, t0 = srv.cpu_seconds(), time.monotonic()
+        gens = [Wrk(self.tools, self.work, srv, paths, conns, secs, mode, start)
+                for paths, conns, mode in loads]
+        prober = None
+        if probe:
+            prober = Probe(srv.port, srv.spec.prefix + CACHED["small"], secs)
+            prober.start()
+        results = [g.result() for g in gens]
+        if prober:
+            prober.join(secs + 60)
+        elapsed = time.monotonic() - t0
+        row = Row(WORKLOAD_TITLES[workload], srv.spec.label,
+                  rps=sum(r.rps for r in results), mbps=sum(r.mbps for r in results),
+                  p50_ms=results[0].p50_ms, p99_ms=results[0].p99_ms,
+                  errors=sum(r.errors for r in results),
+                  server_cpu=(srv.cpu_seconds() - cpu0) / elapsed,
+                  wrk_cpu=sum(r.cpu for r in results))
+        if len(results) > 1:
+            row.note = " + ".join(f"{r.rps:,.0f}" for r in results) + " req/s (cold + hot)"
+        if prober:
+            row.probe_p50_ms, row.probe_p99_ms = prober.percentile(50), prober.percentile(99)
+            row.note = (f"probe: {len(prober.latencies)} requests, max "
+                        f"{prober.percentile(100):.1f} ms")
+            if prober.error:
+                row.note += f"; probe error: {prober.error}"
+                self.problems.append(f"{srv.spec.label}, {workload}: probe {prober.error}")
+        if srv.proc.poll() is not None:
+            self.problems.append(f"{srv.spec.label} died during '{workload}' "
+                                 f"(exit {srv.proc.returncode}):\n{srv.log_tail()}")
+        return row
+
+    def _cold(self, srv: Running, workload: str) -> Row:
+        assert self.throttle is not None
+        ds = self.ds
+        left = evict(ds.files(ds.cold))
+        if left:
+            log(f"warning: {left} cold files still resident after POSIX_FADV_DONTNEED")
+        reads0 = self.throttle.reads()
+        self.throttle.limit(self.args.throttle_iops, self.args.throttle_bps)
+        try:
+            start = 0 if workload == "disk" else len(ds.cold) // 2
+            if workload == "disk":
+                row = self._run(srv, workload, [(ds.cold, COLD_CONNECTIONS, "walk"),
+                                                ([CACHED["small"]], HOT_CONNECTIONS, "single")],
+                                start=start)
+            else:
+                row = self._run(srv, workload, [(ds.cold, COLD_CONNECTIONS, "walk")],
+                                probe=True, start=start)
+        finally:
+            self.throttle.clear()
+        reads = self.throttle.reads() - reads0
+        row.note += f"; {reads} throttled disk reads"
+        return row
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+
+
+def ratio_column(rows: list[Row]) -> dict[int, str]:
+    """'x nginx' for every row whose workload nginx also ran (req/s; MB/s for big files)."""
+    ref = {r.workload: r for r in rows if r.server == "nginx"}
+    out: dict[int, str] = {}
+    for i, r in enumerate(rows):
+        base = ref.get(r.workload)
+        if base is None or r.probe_p99_ms is not None:
+            out[i] = "—"
+            continue
+        big = r.workload in (WORKLOAD_TITLES["1mib"], WORKLOAD_TITLES["20mib"])
+        num, den = (r.mbps, base.mbps) if big else (r.rps, base.rps)
+        out[i] = f"{num / den:.2f}x" if den else "—"
+    return out
+
+
+def markdown_table(rows: list[Row]) -> str:
+    ratios = ratio_column(rows)
+    lines = [
+        "| workload | server | req/s | MB/s | x nginx | latency p50 / p99 (ms) | errors "
+        "| server CPU | wrk CPU | notes |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for i, r in enumerate(rows):
+        if r.probe_p50_ms is not None:
+            lat = f"**probe {r.probe_p50_ms:.2f} / {r.probe_p99_ms:.2f}**"
+        else:
+            lat = f"{r.p50_ms:.2f} / {r.p99_ms:.2f}"
+        lines.append(
+            f"| {r.workload} | {r.server} | {r.rps:,.0f} | {r.mbps:,.1f} | {ratios[i]} | {lat} "
+            f"| {r.errors} | {r.server_cpu:.0%} | {r.wrk_cpu:.0%} | {r.note} |")
+    return "\n".join(lines)
+
+
+def targets(rows: list[Row]) -> list[str]:
+    """The issue's performance targets, checked against this run's ratios."""
+    def get(workload: str, server: str) -> Row | None:
+        return next((r for r in rows if r.workload == WORKLOAD_TITLES[workload]
+                     and r.server == server), None)
+
+    out = []
+
+    def check(text: str, value: float | None, goal: float) -> None:
+        if value is not None:
+            mark = "met" if value >= goal else "NOT met"
+            out.append(f"- {text}: {value:.2f} (target ≥ {goal:g}: {mark})")
+
+    def ratio(w: str, a: str, b: str, mb: bool = False, inverse: bool = False) -> float | None:
+        x, y = get(w, a), get(w, b)
+        if not x or not y:
+            return None
+        if inverse:
+            return (y.probe_p99_ms or 0) / x.probe_p99_ms if x.probe_p99_ms else None
+        num, den = (x.mbps, y.mbps) if mb else (x.rps, y.rps)
+        return num / den if den else None
+
+    amped = "flashsrv amped"
+    check("cached 2 KB, amped / nginx req/s", ratio("small", amped, "nginx"), 0.8)
+    check("cached 2 KB, amped / granian req/s", ratio("small", amped, "granian static"), 2.5)
+    check("cached 2 KB, amped / uvicorn+starlette req/s",
+          ratio("small", amped, "uvicorn+starlette"), 20)
+    check("cached 1 MiB, amped / nginx MB/s", ratio("1mib", amped, "nginx", mb=True), 0.7)
+    check("cached 20 MiB, amped / nginx MB/s", ratio("20mib", amped, "nginx", mb=True), 0.7)
+    check("cached 2 KB, access log on / off req/s",
+          ratio("small", "flashsrv amped, access log on", amped), 0.75)
+    check("disk-bound, amped / sped req/s", ratio("disk", amped, "flashsrv sped"), 2)
+    check("stall probe p99, sped / amped", ratio("stall", amped, "flashsrv sped", inverse=True),
+          10)
+    return out
+
+
+def write_chart(rows: list[Row], path: Path) -> str | None:
+    """A 2x2 PNG: cached req/s, large-file MB/s, many/disk req/s, probe latency."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart (pip install -e '.[bench]')"
+    servers = list(dict.fromkeys(r.server for r in rows))
+    colors = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(servers)}
+    panels = [
+        ("Cached small files (req/s, log scale)", ["small", "medium"], "rps", True),
+        ("Cached large files (MB/s)", ["1mib", "20mib"], "mbps", False),
+        ("Beyond the cache (req/s, log scale)", ["many", "disk"], "rps", True),
+        ("Stall probe latency (ms, log scale)", ["stall"], "probe", True),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
+    for ax, (title, workloads, metric, logy) in zip(axes.flat, panels, strict=True):
+        groups = [WORKLOAD_TITLES[w] for w in workloads]
+        if metric == "probe":
+            groups = ["probe p50", "probe p99"]
+        present = [s for s in servers if any(r.server == s and (
+            r.workload in [WORKLOAD_TITLES[w] for w in workloads]) for r in rows)]
+        width = 0.8 / max(1, len(present))
+        for k, server in enumerate(present):
+            values = []
+            for g in groups:
+                if metric == "probe":
+                    r = next((r for r in rows if r.server == server
+                              and r.workload == WORKLOAD_TITLES["stall"]), None)
+                    v = None if r is None else (r.probe_p50_ms if g == "probe p50"
+                                                else r.probe_p99_ms)
+                else:
+                    r = next((r for r in rows if r.server == server and r.workload == g), None)
+                    v = None if r is None else getattr(r, metric)
+                values.append(v or 0)
+            xs = [i + k * width for i in range(len(groups))]
+            ax.bar(xs, values, width, label=server, color=colors[server])
+        ax.set_xticks([i + width * (len(present) - 1) / 2 for i in range(len(groups))], groups)
+        ax.set_title(title)
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+        if present:
+            ax.legend(fontsize=7)
+    fig.suptitle("flashsrv vs nginx and peers (server on one core, wrk on another)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def write_results(out: Path, rows: list[Row], info: dict[str, str], notes: list[str],
+                  args: argparse.Namespace) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(rows)
+    machine = ", ".join(f"{k}: {v}" for k, v in info.items())
+    checks = targets(rows)
+    chart_note = write_chart(rows, out / "results.png")
+    if chart_note:
+        notes = [*notes, chart_note]
+    cmd = "python loadtests/bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    text = "\n".join([
+        f"# flashsrv benchmark, {info['date']}", "",
+        f"Machine: {machine}.", "",
+        f"Command: `{cmd.strip()}`; wrk duration {args.duration:g} s per run, "
+        f"`--cache-bytes {args.cache_bytes}` for flashsrv, slow disk "
+        f"{args.throttle_iops} read IOPS / {args.throttle_bps / 1e6:g} MB/s.", "",
+        table, "",
+        *(["Targets (issue 4):", "", *checks, ""] if checks else []),
+        *(["Notes:", "", *[f"- {n}" for n in notes], ""] if notes else []),
+        "![benchmark chart](results.png)" if not chart_note else "",
+    ])
+    (out / "results.md").write_text(text + "\n")
+    (out / "results.json").write_text(json.dumps(
+        {"machine": info, "rows": [asdict(r) for r in rows], "notes": notes,
+         "targets": checks}, indent=2))
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="~1 minute run with short wrk runs")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
+    p.add_argument("--servers", default=",".join(s.key for s in SERVERS),
+                   help="comma-separated subset of: " + ",".join(s.key for s in SERVERS))
+    p.add_argument("--workloads", default=",".join(ALL_WORKLOADS),
+                   help="comma-separated subset of: " + ",".join(ALL_WORKLOADS))
+    p.add_argument("--duration", type=float, help="seconds per wrk run (10; --quick: 1)")
+    p.add_argument("--warmup", type=float, help="seconds of warm-up per cached run (2; 0.5)")
+    p.add_argument("--cache-bytes", default="16M", help="flashsrv --cache-bytes")
+    p.add_argument("--helpers", type=int, help="flashsrv --helpers (default: its own)")
+    p.add_argument("--throttle-iops", type=int, default=100, help="slow disk: read IOPS")
+    p.add_argument("--throttle-bps", type=parse_size, default=parse_size("16M"),
+                   help="slow disk: read bytes/s")
+    p.add_argument("--data-dir", type=Path, help="where to create the data (on a real disk)")
+    p.add_argument("--peers-venv", type=Path, help="venv holding granian/uvicorn/starlette")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = p.parse_args(argv)
+    if args.duration is None:
+        args.duration = 1.0 if args.quick else 10.0
+    if args.warmup is None:
+        args.warmup = 0.0 if args.quick else 2.0
+    return args
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # clean up servers on SIGTERM too
+    wanted = args.servers.split(",")
+    workloads = [w for w in ALL_WORKLOADS if w in args.workloads.split(",")]
+    unknown = set(wanted) - {s.key for s in SERVERS}
+    if unknown:
+        raise SystemExit(f"unknown servers: {', '.join(sorted(unknown))}")
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found (apt-get install wrk)")
+    tools = discover_tools(args.peers_venv)
+    notes: list[str] = []
+    if tools.cpus:
+        os.sched_setaffinity(0, {tools.cpus[1]})  # the harness and its probe: load-gen core
+        notes.append(f"server pinned to CPU {tools.cpus[0]}, wrk and probe to CPU "
+                     f"{tools.cpus[1]} (taskset)")
+    else:
+        notes.append("fewer than 2 CPUs (or no taskset): server and wrk share the CPU")
+    info = machine_info()
+    work = Path(tempfile.mkdtemp(prefix="flashsrv-bench-", dir=args.data_dir))
+    throttle: Throttle | None = None
+    bench: Bench | None = None
+    running: Running | None = None
+    try:
+        log(f"creating data sets in {work}")
+        ds = make_dataset(work, args.quick, workloads)
+        if {"disk", "stall"} & set(workloads):
+            throttle, why = Throttle.create(work)
+            if throttle is None:
+                msg = f"disk-bound and stall workloads skipped: {why}"
+                log(msg)
+                notes.append(msg)
+                workloads = [w for w in workloads if w not in ("disk", "stall")]
+            else:
+                notes.append(f"slow disk: {why} on device {throttle.device} ({throttle.path})")
+        bench = Bench(args, tools, ds, work, throttle)
+        for spec in SERVERS:
+            if spec.key not in wanted:
+                continue
+            todo = [w for w in workloads if w in spec.workloads]
+            if not todo:
+                continue
+            why_not = unavailable(spec, tools)
+            if why_not:
+                log(f"{spec.label}: skipped: {why_not}")
+                notes.append(f"{spec.label} skipped: {why_not}")
+                continue
+            log(f"{spec.label}: starting")
+            running = start_server(spec, tools, ds, work, args, throttle)
+            try:
+                for w in todo:
+                    row = bench.measure(running, w)
+                    bench.rows.append(row)
+                    log(f"{spec.label:32} {row.workload:28} {row.rps:>10,.0f} req/s "
+                        f"{row.mbps:>9,.1f} MB/s  errors {row.errors}  "
+                        f"cpu {row.server_cpu:.0%}/{row.wrk_cpu:.0%}")
+                    if running.proc.poll() is not None:
+                        break
+            finally:
+                for problem in stop_server(running):
+                    bench.problems.append(f"{spec.label}: {problem}")
+                running = None
+    except KeyboardInterrupt:
+        log("interrupted: stopping")
+        return 130
+    finally:
+        if running is not None:
+            stop_server(running, grace=5)
+        if throttle is not None:
+            throttle.remove()
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    rows = bench.rows if bench else []
+    problems = bench.problems if bench else []
+    notes += [f"problem: {p}" for p in problems]
+    # Ordered for reading: workload first, then the servers in the order of SERVERS.
+    order = {s.label: i for i, s in enumerate(SERVERS)}
+    wl = {t: i for i, t in enumerate(WORKLOAD_TITLES.values())}
+    rows.sort(key=lambda r: (wl[r.workload], order[r.server]))
+    text = write_results(args.out, rows, info, notes, args)
+    print(text)
+    log(f"results in {args.out}/results.md, results.json, results.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
