@@ -42,18 +42,15 @@ class OpenFile:
     consistent bytes to them while new requests get the new file.
     """
 
-    __slots__ = ("dev", "fd", "ino", "mtime_ns", "size")
+    __slots__ = ("dev", "fd", "identity", "mtime_ns", "size")
 
     def __init__(self, fd: int, size: int, mtime_ns: int, ino: int, dev: int) -> None:
         self.fd = fd
         self.size = size
         self.mtime_ns = mtime_ns
-        self.ino = ino
         self.dev = dev
-
-    @property
-    def identity(self) -> tuple[int, int, int, int]:
-        return (self.dev, self.ino, self.size, self.mtime_ns)
+        # The data-cache key: a new version of a file never finds the old version's bytes.
+        self.identity = (dev, ino, size, mtime_ns)
 
     def __del__(self) -> None:
         with contextlib.suppress(OSError):
@@ -71,7 +68,7 @@ class Variant:
         self.mtime = file.mtime_ns // 1_000_000_000
         tag = f"{file.mtime_ns:x}-{file.size:x}"
         self.etag = f'"{tag}"' if encoding == "identity" else f'"{tag}-{encoding}"'
-        self.heads: dict = {}
+        self.heads: dict = {}  # the response-header cache: heads by status, the plain 200 plan
 
 
 class Entry:

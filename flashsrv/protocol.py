@@ -40,6 +40,17 @@ MAX_PENDING_HEAD = 1 << 20
 MAX_PIPELINE = 32
 STREAM_CHUNK = 256 * 1024
 SMALL_WRITE = 64 * 1024
+# The request headers the response depends on; all others are counted and dropped.
+SEMANTIC_HEADERS = frozenset({
+    b"accept", b"accept-encoding", b"if-match", b"if-none-match", b"if-modified-since",
+    b"if-unmodified-since", b"if-range", b"range",
+})
+CONDITIONAL_HEADERS = frozenset({
+    b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"range",
+})
+_END_CLOSE = b"Connection: close\r\n\r\n"
+_END_KEEP_ALIVE_10 = b"Connection: keep-alive\r\n\r\n"
+_END = b"\r\n"
 
 
 class Reject(Exception):
@@ -57,9 +68,9 @@ class Truncated(Exception):
 
 class HttpConnection(asyncio.Protocol):
     __slots__ = (
-        "_drain", "_head_bytes", "_headers", "_in_head", "_last_request_seen", "_pending_head",
-        "_url", "busy", "closed", "deadline", "parser", "peer", "queue", "site", "task",
-        "transport", "write_paused",
+        "_conditional", "_drain", "_has_host", "_head_bytes", "_header_count", "_headers",
+        "_in_head", "_last_request_seen", "_pending_head", "_url", "_version", "busy", "closed",
+        "deadline", "parser", "peer", "queue", "site", "task", "transport", "write_paused",
     )
 
     def __init__(self, site: Site) -> None:
@@ -74,12 +85,9 @@ class HttpConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.peer = "-"
         self._drain: asyncio.Future | None = None
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._head_bytes = 0
-        self._pending_head = 0
-        self._in_head = False
+        self._version = "1.1"
         self._last_request_seen = False
+        self._next_message()
 
     # -- transport events ---------------------------------------------------------------------
 
@@ -92,7 +100,7 @@ class HttpConnection(asyncio.Protocol):
         if len(site.connections) >= site.config.max_connections or site.stopping:
             site.stats.refused += 1
             plan = error_plan(503, "too many connections", close=True)
-            transport.write(plan.head + b"Connection: close\r\n\r\n" + (plan.body or b""))
+            transport.write(plan.head + _END_CLOSE + (plan.body or b""))
             transport.close()
             self.closed = True
             return
@@ -144,7 +152,7 @@ class HttpConnection(asyncio.Protocol):
                 self.close_idle()
         except HttpParserError as exc:
             detail = str(exc)
-            self._reject(505 if "version" in detail.lower() else 400, detail)
+            self._reject(505 if detail == "Invalid HTTP version" else 400, detail)
             return
         if self._in_head:
             self._pending_head += len(data)
@@ -153,31 +161,51 @@ class HttpConnection(asyncio.Protocol):
 
     # -- parser events ------------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
+    def _next_message(self) -> None:
+        """Reset the per-request state (instead of an on_message_begin callback, which would
+        cost a Python call per request)."""
         self._url = b""
-        self._headers = []
+        self._headers = {}
+        self._header_count = 0
+        self._has_host = False
+        self._conditional = False
         self._head_bytes = 0
         self._pending_head = 0
         self._in_head = True
-        self.deadline = self.site.now + self.site.config.header_timeout
 
     def on_url(self, url: bytes) -> None:
+        if not self._url:  # a request has begun: its head must arrive within header_timeout
+            self.deadline = self.site.now + self.site.config.header_timeout
         self._url += url
         if len(self._url) > MAX_URL_BYTES:
             raise Reject(414, "request-target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > MAX_HEADER_BYTES or len(self._headers) >= MAX_HEADERS:
+        self._header_count += 1
+        if self._head_bytes > MAX_HEADER_BYTES or self._header_count > MAX_HEADERS:
             raise Reject(431, "request header fields too large")
-        self._headers.append((name, value))
+        key = name.lower()
+        if key == b"host":
+            if self._has_host:
+                raise Reject(400, "more than one Host header")
+            self._has_host = True
+        elif key in SEMANTIC_HEADERS:
+            if key in CONDITIONAL_HEADERS:
+                self._conditional = True
+            text_key = key.decode("latin-1")
+            text = value.decode("latin-1")
+            old = self._headers.get(text_key)
+            self._headers[text_key] = text if old is None else f"{old}, {text}"
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self.deadline = self.site.now + self.site.config.header_timeout
-        version = self.parser.get_http_version()
-        if version not in ("1.1", "1.0"):
+        version = self._version = self.parser.get_http_version()
+        if version != "1.1" and version != "1.0":
             raise Reject(505, f"HTTP/{version} is not supported")
+        if version == "1.1" and not self._has_host:
+            raise Reject(400, "HTTP/1.1 request without Host")
 
     def on_body(self, body: bytes) -> None:
         """A body on GET/HEAD means nothing to a static server: it is read and dropped."""
@@ -185,17 +213,10 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         parser = self.parser
-        headers: dict[str, str] = {}
-        for name, value in self._headers:
-            key = name.decode("latin-1").lower()
-            if key in headers and key == "host":
-                raise Reject(400, "more than one Host header")
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        version = parser.get_http_version()
-        if version == "1.1" and "host" not in headers:
-            raise Reject(400, "HTTP/1.1 request without Host")
         url = self._url
+        headers = self._headers
+        conditional = self._conditional
+        self._next_message()
         if url.startswith(b"/") and b"?" not in url and b"#" not in url:
             path, query = url, b""
         else:
@@ -203,8 +224,8 @@ class HttpConnection(asyncio.Protocol):
                 path, query = split_target(url)
             except BadTarget as exc:
                 raise Reject(exc.status, exc.reason) from None
-        request = Request(parser.get_method(), path, query, version, headers,
-                          parser.should_keep_alive())
+        request = Request(parser.get_method(), path, query, self._version, headers,
+                          parser.should_keep_alive(), conditional)
         if self.busy or self.queue or self.write_paused:
             self.queue.append(request)
             if len(self.queue) >= MAX_PIPELINE:
@@ -218,34 +239,27 @@ class HttpConnection(asyncio.Protocol):
         """Answer from memory if possible, else start the slow path as a task."""
         site = self.site
         if request.method not in (b"GET", b"HEAD"):
-            self._send(request, error_plan(405))
+            self._send_error(request, 405)
             return
-        entry = site.content.fresh(request.path)
+        content = site.content
+        entry = content.fresh(request.path)
         if entry is not None and entry.kind != MISSING:
             plan = site.responder.respond(request, entry)
-            if self._send_now(request, plan):
+            file = plan.file
+            if file is None:
+                self._send(request, plan, plan.body)
                 return
+            if not plan.part_heads and file.size <= content.max_object:
+                data = content.cached_body(file)
+                if data is not None:
+                    if plan.length != file.size:
+                        start, end = plan.spans[0]
+                        data = data[start : end + 1]
+                    self._send(request, plan, data)
+                    return
         self.busy = True
         self.deadline = 0.0
         self.task = asyncio.get_running_loop().create_task(self._respond_slowly(request, entry))
-
-    def _send_now(self, request: Request, plan: Plan) -> bool:
-        """Send a plan whose bytes are all in memory now; False when the disk is needed."""
-        file = plan.file
-        if file is None:
-            self._send(request, plan)
-            return True
-        if plan.part_heads or file.size > self.site.content.max_object:
-            return False
-        data = self.site.content.cached_body(file)
-        if data is None:
-            return False
-        if len(plan.spans) == 1 and plan.length != file.size:
-            start, end = plan.spans[0]
-            data = data[start : end + 1]
-        plan.body = data
-        self._send(request, plan)
-        return True
 
     async def _respond_slowly(self, request: Request, entry: Entry | None) -> None:
         site = self.site
@@ -258,19 +272,19 @@ class HttpConnection(asyncio.Protocol):
             plan = site.responder.respond(request, entry)
             if plan.status >= 400 and plan.file is None:
                 plan = await site.documents.replace(request, plan, entry)
-            if not self._send_now(request, plan):
-                await self._send_file(request, plan)
-                if plan.close:
-                    self.close_idle()
+            if plan.file is None:
+                self._send(request, plan, plan.body)
+            elif await self._send_file(request, plan):
+                self.close_idle()
         except asyncio.CancelledError:
             return
         except BadTarget as exc:
             log.info("%s %r: %s", self.peer, request.path, exc.reason)
-            self._send(request, error_plan(exc.status, exc.reason))
+            self._send_error(request, exc.status, exc.reason)
         except DiskUnavailable as exc:
             log.error("%s %r: %s", self.peer, request.path, exc)
             site.stats.unavailable += 1
-            self._send(request, error_plan(503, "the server is busy, try again"))
+            self._send_error(request, 503, "the server is busy, try again")
         except Truncated:
             log.error("%s %r: file shrank while being sent; connection closed",
                       self.peer, request.path)
@@ -280,7 +294,7 @@ class HttpConnection(asyncio.Protocol):
             return
         except OSError as exc:
             log.error("%s %r: %s", self.peer, request.path, exc)
-            self._send(request, error_plan(500))
+            self._send_error(request, 500)
         except Exception:
             log.exception("%s %r: internal error", self.peer, request.path)
             self.abort()
@@ -289,21 +303,23 @@ class HttpConnection(asyncio.Protocol):
             self.task = None
         self._finished()
 
-    async def _send_file(self, request: Request, plan: Plan) -> None:
-        """Send plan.head and then the file's spans in bounded chunks, pausing while the
-        transport's buffer is full."""
+    async def _send_file(self, request: Request, plan: Plan) -> bool:
+        """Send plan.head and then the file's spans: a small file whole (and into the data
+        cache), a large one in bounded chunks, pausing while the transport's buffer is full.
+        Returns whether the connection must close afterwards."""
         content = self.site.content
         file = plan.file
-        self._write_head(request, plan)
-        if request.method == b"HEAD":
-            return
         if not plan.part_heads and file.size <= content.max_object:
-            data = await content.body(file)
+            data = content.cached_body(file) or await content.body(file)
             if len(data) < file.size:
                 raise Truncated
-            start, end = plan.spans[0] if plan.spans else (0, -1)
-            self.transport.write(data[start : end + 1] if plan.length != file.size else data)
-            return
+            if plan.length != file.size:
+                start, end = plan.spans[0]
+                data = data[start : end + 1]
+            return self._send(request, plan, data, carry_on=False)
+        close = self._write_head(request, plan)
+        if request.method == b"HEAD":
+            return close
         for index, (start, end) in enumerate(plan.spans):
             if plan.part_heads:
                 self.transport.write(plan.part_heads[index])
@@ -318,6 +334,7 @@ class HttpConnection(asyncio.Protocol):
                     await self._wait_writable()
         if plan.trailer:
             self.transport.write(plan.trailer)
+        return close
 
     async def _wait_writable(self) -> None:
         self._drain = asyncio.get_running_loop().create_future()
@@ -326,34 +343,49 @@ class HttpConnection(asyncio.Protocol):
         finally:
             self._drain = None
 
-    def _connection_header(self, request: Request, plan: Plan) -> bytes:
+    def _head_end(self, request: Request, plan: Plan) -> bytes:
+        """Date, Connection and the blank line that end every head we send."""
         if not request.keep_alive or plan.close or self.site.stopping:
-            plan.close = True
-            return b"Connection: close\r\n\r\n"
-        return b"Connection: keep-alive\r\n\r\n" if request.version == "1.0" else b"\r\n"
-
-    def _write_head(self, request: Request, plan: Plan) -> None:
-        site = self.site
-        self.transport.write(b"".join((plan.head, b"Date: ", site.date.get(), b"\r\n",
-                                       self._connection_header(request, plan))))
-        site.log_request(self.peer, request, plan.status, plan.length)
-
-    def _send(self, request: Request, plan: Plan) -> None:
-        """Write a response whose body is in memory, then move on to the next request."""
-        site = self.site
-        tail = self._connection_header(request, plan)
-        body = plan.body if plan.body is not None and request.method != b"HEAD" else b""
-        if len(body) <= SMALL_WRITE:
-            self.transport.write(b"".join((plan.head, b"Date: ", site.date.get(), b"\r\n",
-                                           tail, body)))
+            end = _END_CLOSE
+        elif request.version == "1.0":
+            end = _END_KEEP_ALIVE_10
         else:
-            self.transport.write(b"".join((plan.head, b"Date: ", site.date.get(), b"\r\n", tail)))
+            end = _END
+        return b"Date: " + self.site.date.get() + b"\r\n" + end
+
+    def _write_head(self, request: Request, plan: Plan) -> bool:
+        """Write the head of a streamed response; returns whether to close afterwards."""
+        end = self._head_end(request, plan)
+        self.transport.write(plan.head + end)
+        self.site.log_request(self.peer, request, plan.status, plan.length)
+        return end.endswith(_END_CLOSE)
+
+    def _send(self, request: Request, plan: Plan, body: bytes | None,
+              carry_on: bool = True) -> bool:
+        """Write a response whose body is in memory. With carry_on (the synchronous paths),
+        close the connection or arm the keep-alive deadline; else return whether to close."""
+        site = self.site
+        end = self._head_end(request, plan)
+        if body is None or request.method == b"HEAD":
+            self.transport.write(plan.head + end)
+        elif len(body) <= SMALL_WRITE:
+            self.transport.write(b"".join((plan.head, end, body)))
+        else:
+            self.transport.write(plan.head + end)
             self.transport.write(body)
         site.log_request(self.peer, request, plan.status, plan.length)
-        if plan.close:
+        close = end.endswith(_END_CLOSE)
+        if not carry_on:
+            return close
+        if close:
             self.close_idle()
         elif not self.busy:
             self.deadline = site.now + site.config.keepalive_timeout
+        return close
+
+    def _send_error(self, request: Request, status: int, detail: str = "") -> None:
+        plan = error_plan(status, detail)
+        self._send(request, plan, plan.body)
 
     def _finished(self) -> None:
         """The slow path's response is written: carry on with queued requests."""
@@ -377,13 +409,13 @@ class HttpConnection(asyncio.Protocol):
         """A request we cannot parse or will not serve: answer (after what is queued) and close."""
         log.info("%s: %d %s", self.peer, status, detail)
         self.site.stats.rejected += 1
-        request = Request(b"-", self._url[:200] or b"-", b"", "1.1", {}, False)
+        request = Request(b"-", self._url[:200] or b"-", b"", "1.1", {}, False, False)
         plan = error_plan(status, detail, close=True)
         if self.busy or self.queue:
             self.queue.clear()
             if self.task is not None:
                 self.task.cancel()
-        self._send(request, plan)
+        self._send(request, plan, plan.body)
 
     def close_idle(self) -> None:
         self.closed = True

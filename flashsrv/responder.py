@@ -25,16 +25,17 @@ ENCODING_PREFERENCE = ("br", "gzip")
 class Request:
     """What the connection parsed; header names are lower-case, values latin-1 text."""
 
-    __slots__ = ("headers", "keep_alive", "method", "path", "query", "version")
+    __slots__ = ("conditional", "headers", "keep_alive", "method", "path", "query", "version")
 
     def __init__(self, method: bytes, path: bytes, query: bytes, version: str,
-                 headers: dict[str, str], keep_alive: bool) -> None:
+                 headers: dict[str, str], keep_alive: bool, conditional: bool) -> None:
         self.method = method
         self.path = path
         self.query = query
         self.version = version
         self.headers = headers
         self.keep_alive = keep_alive
+        self.conditional = conditional  # a precondition or Range header is present
 
 
 @dataclass(slots=True)
@@ -129,13 +130,17 @@ class Responder:
         elif kind != FILE:
             return error_plan({MISSING: 404, FORBIDDEN: 403}.get(kind, 500))
         variant = self.select(request, entry)
-        if request.headers:
+        if request.conditional:
             plan = self._conditional(request, entry, variant)
             if plan is not None:
                 return plan
-        size = variant.file.size
-        return Plan(200, self.head_200(entry, variant), size, file=variant.file,
-                    spans=[(0, size - 1)] if size else [])
+        plan = variant.heads.get("plan")
+        if plan is None:
+            size = variant.file.size
+            plan = variant.heads["plan"] = Plan(200, self.head_200(entry, variant), size,
+                                                file=variant.file,
+                                                spans=[(0, size - 1)] if size else [])
+        return plan
 
     def directory_redirect(self, request: Request) -> Plan:
         location = request.path.decode("latin-1") + "/"

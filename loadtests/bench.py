@@ -117,6 +117,38 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
+def cpu_times(cpus: list[int]) -> tuple[float, float]:
+    """(busy, total) jiffies of the given CPUs, from /proc/stat."""
+    busy = total = 0.0
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *vals = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                v = [float(x) for x in vals[:8]]
+                total += sum(v)
+                busy += sum(v) - v[3] - v[4]  # minus idle and iowait
+    return busy, total
+
+
+def other_load(cpus: list[int], seconds: float = 1.0) -> float:
+    """CPU used on `cpus` (in cores) while we run nothing: other people's work skews ratios."""
+    b0, t0 = cpu_times(cpus)
+    time.sleep(seconds)
+    b1, t1 = cpu_times(cpus)
+    return (b1 - b0) / (t1 - t0) * len(cpus) if t1 > t0 else 0.0
+
+
+def wait_until_quiet(cpus: list[int], limit: float, threshold: float = 0.15) -> float:
+    """Wait up to `limit` seconds for the benchmark's CPUs to be idle; returns the load seen."""
+    deadline = time.monotonic() + limit
+    load = other_load(cpus, 0.5)
+    while load > threshold and time.monotonic() < deadline:
+        log(f"machine busy: {load:.0%} of a core used by other processes; waiting")
+        time.sleep(2)
+        load = other_load(cpus, 0.5)
+    return load
+
+
 def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
@@ -640,6 +672,10 @@ class Wrk:
         script.write_text(lua)
         cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
                "--timeout", "10s", "-s", str(script), url]
+        if mode == "bulk":
+            # wrk reads 8 KiB per recv(): for MiB-sized bodies it, not the server, is the limit.
+            cmd = [sys.executable, __file__, "--bulk-loader", str(srv.port),
+                   srv.spec.prefix + paths[0], str(connections), str(seconds)]
         if tools.cpus:
             cmd = ["taskset", "-c", str(tools.cpus[1]), *cmd]
         self.out = tempfile.TemporaryFile()  # noqa: SIM115 (closed in result())
@@ -675,6 +711,127 @@ class Wrk:
                     p50_ms=d["p50_us"] / 1000, p99_ms=d["p99_us"] / 1000,
                     cpu=(usage.ru_utime + usage.ru_stime) / seconds if seconds else 0.0)
         raise RuntimeError(f"wrk failed (exit {self.proc.returncode}):\n{text[-2000:]}")
+
+
+class _BulkConn:
+    """One keep-alive connection of the bulk loader: a tiny HTTP/1.1 response state machine."""
+
+    def __init__(self, port: int, request: bytes) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setblocking(False)
+        self.request = request
+        self.head = b""
+        self.left = -1        # body bytes (Content-Length) or chunk bytes still expected
+        self.chunked = False
+        self.line = b""       # partial chunk-size line
+        self.trailer = False  # after the last chunk: waiting for the final empty line
+        self.sent = 0.0
+
+    def send(self) -> None:
+        self.sent = time.monotonic()
+        self.sock.sendall(self.request)
+
+    def feed(self, data: memoryview) -> bool:
+        """Consume received bytes; True when the response is complete."""
+        if self.left < 0 and not self.chunked:
+            self.head += bytes(data)
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return False
+            head, rest = self.head[:end], memoryview(self.head[end + 4:])
+            self.head = b""
+            if not head.startswith(b"HTTP/1.1 2"):
+                raise ValueError(f"bulk loader: unexpected response {head[:100]!r}")
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    self.left = int(value)
+                elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                    self.chunked, self.left = True, 0
+            if self.left < 0:
+                raise ValueError("bulk loader: response without Content-Length")
+            return self.feed(rest) if len(rest) or not self.chunked else False
+        if not self.chunked:
+            self.left -= len(data)
+            if self.left <= 0:
+                self.left = -1
+                return True
+            return False
+        return self._feed_chunked(data)
+
+    def _feed_chunked(self, data: memoryview) -> bool:
+        i, n = 0, len(data)
+        while i < n:
+            if self.left > 0:
+                take = min(self.left, n - i)
+                self.left -= take
+                i += take
+                continue
+            j = bytes(data[i:min(n, i + 64)]).find(b"\n")
+            if j < 0:
+                self.line += bytes(data[i:min(n, i + 64)])
+                i = min(n, i + 64)
+                continue
+            line = (self.line + bytes(data[i:i + j])).strip()
+            self.line = b""
+            i += j + 1
+            if self.trailer:
+                if not line:
+                    self.chunked, self.trailer, self.left = False, False, -1
+                    return True
+            elif line:
+                size = int(line.split(b";")[0], 16)
+                if size == 0:
+                    self.trailer = True
+                self.left = size
+        return False
+
+
+def bulk_loader(port: int, path: str, connections: int, seconds: float) -> None:
+    """A load generator for large bodies: epoll plus recv_into a 4 MiB buffer (no parsing of
+    the body), so that one core can absorb what the server sends. Prints wrk's JSON line."""
+    import selectors
+
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    buf = memoryview(bytearray(4 * MIB))
+    sel = selectors.DefaultSelector()
+    conns = [_BulkConn(port, request) for _ in range(connections)]
+    t0 = time.monotonic()
+    end = t0 + seconds
+    for c in conns:
+        sel.register(c.sock, selectors.EVENT_READ, c)
+        c.send()
+    done, received, errors, lat = 0, 0, 0, []
+    while (now := time.monotonic()) < end:
+        for key, _ in sel.select(min(0.5, end - now)):
+            c = key.data
+            try:
+                n = c.sock.recv_into(buf)
+                if n == 0:
+                    raise ConnectionError("closed by the server")
+                received += n
+                if c.feed(buf[:n]):
+                    done += 1
+                    lat.append(time.monotonic() - c.sent)
+                    c.send()
+            except (OSError, ValueError):
+                errors += 1
+                sel.unregister(c.sock)
+                c.sock.close()
+                c.__init__(port, request)
+                sel.register(c.sock, selectors.EVENT_READ, c)
+                c.send()
+    elapsed = time.monotonic() - t0
+    lat.sort()
+
+    def pct(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1e6 if lat else 0.0
+
+    print("WRKJSON " + json.dumps({
+        "requests": done, "bytes": received, "duration_us": elapsed * 1e6, "connect": 0,
+        "read": errors, "write": 0, "status": 0, "timeout": 0, "p50_us": pct(0.5),
+        "p99_us": pct(0.99), "max_us": pct(1.0)}), flush=True)
 
 
 class Probe(threading.Thread):
@@ -767,10 +924,11 @@ class Bench:
         a, ds = self.args, self.ds
         if workload in CACHED:
             paths = [CACHED[workload]]
+            mode = "bulk" if workload in ("1mib", "20mib") else "single"
             if a.warmup:
                 Wrk(self.tools, self.work, srv, paths, CONNECTIONS[workload],
-                    a.warmup).result()
-            return self._run(srv, workload, [(paths, CONNECTIONS[workload], "single")])
+                    a.warmup, mode).result()
+            return self._run(srv, workload, [(paths, CONNECTIONS[workload], mode)])
         if workload == "many":
             warm(ds.files(ds.many))
             return self._run(srv, workload, [(ds.many, CONNECTIONS["many"], "random")])
@@ -782,6 +940,8 @@ class Bench:
              loads: list[tuple[list[str], int, str]], probe: bool = False,
              start: int = 0) -> Row:
         secs = self.args.duration
+        cores = list(self.tools.cpus or sorted(os.sched_getaffinity(0)))
+        busy0 = cpu_times(cores)
         cpu0, t0 = srv.cpu_seconds(), time.monotonic()
         gens = [Wrk(self.tools, self.work, srv, paths, conns, secs, mode, start)
                 for paths, conns, mode in loads]
@@ -793,12 +953,13 @@ class Bench:
         if prober:
             prober.join(secs + 60)
         elapsed = time.monotonic() - t0
+        busy1 = cpu_times(cores)
+        server_cpu = (srv.cpu_seconds() - cpu0) / elapsed
         row = Row(WORKLOAD_TITLES[workload], srv.spec.label,
                   rps=sum(r.rps for r in results), mbps=sum(r.mbps for r in results),
                   p50_ms=results[0].p50_ms, p99_ms=results[0].p99_ms,
                   errors=sum(r.errors for r in results),
-                  server_cpu=(srv.cpu_seconds() - cpu0) / elapsed,
-                  wrk_cpu=sum(r.cpu for r in results))
+                  server_cpu=server_cpu, wrk_cpu=sum(r.cpu for r in results))
         if len(results) > 1:
             row.note = " + ".join(f"{r.rps:,.0f}" for r in results) + " req/s (cold + hot)"
         if prober:
@@ -808,6 +969,12 @@ class Bench:
             if prober.error:
                 row.note += f"; probe error: {prober.error}"
                 self.problems.append(f"{srv.spec.label}, {workload}: probe {prober.error}")
+        if busy1[1] > busy0[1]:
+            used = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) * len(cores)
+            other = used - row.server_cpu - row.wrk_cpu
+            if other > 0.15:
+                row.note = (row.note + "; " if row.note else "") + (
+                    f"other processes used ~{other:.0%} of a core during this run")
         if srv.proc.poll() is not None:
             self.problems.append(f"{srv.spec.label} died during '{workload}' "
                                  f"(exit {srv.proc.returncode}):\n{srv.log_tail()}")
@@ -954,10 +1121,10 @@ def write_chart(rows: list[Row], path: Path) -> str | None:
         if logy:
             ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3)
-        if present:
-            ax.legend(fontsize=7)
-    fig.suptitle("flashsrv vs nginx and peers (server on one core, wrk on another)")
-    fig.tight_layout()
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[s]) for s in servers]
+    fig.legend(handles, servers, loc="lower center", ncol=min(4, len(servers)), fontsize=9)
+    fig.suptitle("flashsrv vs nginx and peers (server on one core, load generator on another)")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
@@ -978,7 +1145,7 @@ def write_results(out: Path, rows: list[Row], info: dict[str, str], notes: list[
         f"Machine: {machine}.", "",
         f"Command: `{cmd.strip()}`; wrk duration {args.duration:g} s per run, "
         f"`--cache-bytes {args.cache_bytes}` for flashsrv, slow disk "
-        f"{args.throttle_iops} read IOPS / {args.throttle_bps / 1e6:g} MB/s.", "",
+        f"{args.throttle_iops} read IOPS / {args.throttle_bps / MIB:g} MiB/s.", "",
         table, "",
         *(["Targets (issue 4):", "", *checks, ""] if checks else []),
         *(["Notes:", "", *[f"- {n}" for n in notes], ""] if notes else []),
@@ -1014,9 +1181,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, help="where to create the data (on a real disk)")
     p.add_argument("--peers-venv", type=Path, help="venv holding granian/uvicorn/starlette")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    p.add_argument("--idle-wait", type=float,
+                   help="seconds (in all) to wait for other processes to leave the CPUs "
+                        "alone before starting each server (120; --quick: 0)")
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 1.0 if args.quick else 10.0
+    if args.idle_wait is None:
+        args.idle_wait = 0.0 if args.quick else 120.0
     if args.warmup is None:
         args.warmup = 0.0 if args.quick else 2.0
     return args
@@ -1027,6 +1199,11 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--bulk-loader"]:  # internal: the large-file load generator process
+        port, path, conns, secs = argv[1:5]
+        bulk_loader(int(port), path, int(conns), float(secs))
+        return 0
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # clean up servers on SIGTERM too
     wanted = args.servers.split(",")
@@ -1073,6 +1250,14 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{spec.label}: skipped: {why_not}")
                 notes.append(f"{spec.label} skipped: {why_not}")
                 continue
+            if args.idle_wait > 0:
+                t_wait = time.monotonic()
+                load = wait_until_quiet(list(tools.cpus or sorted(os.sched_getaffinity(0))),
+                                        args.idle_wait)
+                args.idle_wait -= time.monotonic() - t_wait  # one budget for the whole run
+                if load > 0.15:
+                    notes.append(f"before {spec.label}: the machine was busy ({load:.0%} of "
+                                 "a core used by other processes): its numbers are skewed")
             log(f"{spec.label}: starting")
             running = start_server(spec, tools, ds, work, args, throttle)
             try:

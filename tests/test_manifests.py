@@ -17,12 +17,15 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from flashsrv.config import ENV_PREFIX, OPTIONS, from_environment
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -33,18 +36,17 @@ K8S = REPO / "deploy" / "kubernetes" / "flashsrv.yaml"
 UID = 10001
 PORT = 8080
 SITE_DIR = "/srv/www"
-# The FLASHSRV_* variables `flashsrv serve` reads: one per command-line option.
-KNOWN_ENV = {
-    "FLASHSRV_HOST",
-    "FLASHSRV_PORT",
-    "FLASHSRV_ROOT",
-    "FLASHSRV_HELPERS",
-    "FLASHSRV_CACHE_BYTES",
-    "FLASHSRV_ACCESS_LOG",
-    "FLASHSRV_ACCESS_LOG_FORMAT",
-    "FLASHSRV_CONFIG",
-    "FLASHSRV_WORKERS",
-}
+# The FLASHSRV_* variables `flashsrv serve` reads, from the server's own option table.
+KNOWN_ENV = {option.env for option in OPTIONS} | {ENV_PREFIX + "ROOT", ENV_PREFIX + "CONFIG"}
+_DEFAULTED = re.compile(r"\$\{[A-Z0-9_]+:-([^}]*)\}")
+
+
+def check_settings(env: Mapping[str, Any]) -> None:
+    """Every FLASHSRV_* variable is one the server knows, with a value it accepts (compose-style
+    `${NAME:-default}` counts as its default)."""
+    ours = {k: _DEFAULTED.sub(r"\1", str(v)) for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    assert set(ours) <= KNOWN_ENV, sorted(set(ours) - KNOWN_ENV)
+    from_environment(ours)  # raises ConfigError naming the variable on a bad value
 
 
 # --------------------------------------------------------------------------------- Dockerfile
@@ -102,7 +104,7 @@ def test_dockerfile_final_stage_runtime_contract() -> None:
     assert env["FLASHSRV_HOST"] == "0.0.0.0"
     assert env["FLASHSRV_PORT"] == str(PORT)
     assert env["FLASHSRV_ROOT"] == SITE_DIR
-    assert {key for key in env if key.startswith("FLASHSRV_")} <= KNOWN_ENV
+    check_settings(env)
 
     users = [args for word, args in stage if word == "USER"]
     assert users == [f"{UID}:{UID}"], "numeric non-root USER (Kubernetes' runAsNonRoot checks it)"
@@ -241,7 +243,7 @@ def test_compose_flashsrv_service() -> None:
     published = [str(p) for p in svc["ports"]]
     assert any(p.endswith(f":{PORT}") for p in published), published
     env = svc.get("environment", {})
-    assert set(env) <= KNOWN_ENV
+    check_settings(env)
     assert "FLASHSRV_PORT" not in env or str(env["FLASHSRV_PORT"]) == str(PORT)
     assert svc["read_only"] is True
     assert svc["cap_drop"] == ["ALL"]
@@ -377,7 +379,7 @@ def test_k8s_deployment_probes_resources_and_ports() -> None:
     for bound in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(container["resources"][bound])
     env = {e["name"]: e["value"] for e in container.get("env", [])}
-    assert set(env) <= KNOWN_ENV
+    check_settings(env)
     assert env.get("FLASHSRV_PORT", str(PORT)) == str(PORT)
     # A Service named flashsrv would otherwise inject FLASHSRV_PORT=tcp://... into the pods.
     assert template["spec"].get("enableServiceLinks") is False or "FLASHSRV_PORT" in env
