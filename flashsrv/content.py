@@ -22,13 +22,16 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from functools import partial
 
 from flashsrv.disk import Disk, close_fds
-from flashsrv.mime import content_type
+from flashsrv.mime import content_type, is_compressible
 
 log = logging.getLogger("flashsrv.content")
 
 REVALIDATE_AFTER = 1.0
+# Smaller bodies fit one packet anyway: compressing them saves nothing worth the CPU.
+COMPRESS_MIN = 256
 # Precompressed siblings looked up beside every file: suffix -> content-coding.
 SIBLING_CODINGS = {".br": "br", ".gz": "gzip"}
 
@@ -57,12 +60,27 @@ class OpenFile:
             os.close(self.fd)
 
 
+class GeneratedFile:
+    """A representation computed from a file (its on-the-fly gzip): bytes live only in the
+    data cache, and are computed again from `source` if they were evicted."""
+
+    __slots__ = ("dev", "fd", "identity", "mtime_ns", "size", "source")
+
+    def __init__(self, source: OpenFile, size: int, coding: str) -> None:
+        self.source = source
+        self.fd = -1
+        self.size = size
+        self.mtime_ns = source.mtime_ns
+        self.dev = source.dev
+        self.identity = (*source.identity, coding)
+
+
 class Variant:
     """One representation of a resource: the file itself or a precompressed sibling."""
 
     __slots__ = ("encoding", "etag", "file", "heads", "mtime")
 
-    def __init__(self, file: OpenFile, encoding: str) -> None:
+    def __init__(self, file: OpenFile | GeneratedFile, encoding: str) -> None:
         self.file = file
         self.encoding = encoding
         self.mtime = file.mtime_ns // 1_000_000_000
@@ -74,7 +92,7 @@ class Variant:
 class Entry:
     """The translation of one request path: what is there, and its open variants."""
 
-    __slots__ = ("checked_at", "content_type", "kind", "pending", "relpath", "variants")
+    __slots__ = ("checked_at", "content_type", "kind", "relpath", "variants")
 
     def __init__(self, kind: str, relpath: str, variants: dict[str, Variant] | None = None,
                  ctype: str = "") -> None:
@@ -83,7 +101,6 @@ class Entry:
         self.variants = variants or {}
         self.content_type = ctype
         self.checked_at = time.monotonic()
-        self.pending: asyncio.Future | None = None
 
     @property
     def served_path(self) -> str:
@@ -93,10 +110,11 @@ class Entry:
         return f"{self.relpath}/index.html" if self.relpath else "index.html"
 
     def same_files(self, other: Entry) -> bool:
-        if self.kind != other.kind or self.variants.keys() != other.variants.keys():
-            return False
-        return all(v.file.identity == other.variants[k].file.identity
-                   for k, v in self.variants.items())
+        """Whether other (a fresh lookup) found the very files this entry has open."""
+        mine = {k: v.file.identity for k, v in self.variants.items()
+                if not isinstance(v.file, GeneratedFile)}
+        return self.kind == other.kind and mine == {
+            k: v.file.identity for k, v in other.variants.items()}
 
 
 class DataCache:
@@ -165,12 +183,15 @@ class Content:
     """
 
     def __init__(self, disk: Disk, cache_bytes: int, max_object: int, max_entries: int,
-                 suffixes: tuple[str, ...] = tuple(SIBLING_CODINGS)) -> None:
+                 suffixes: tuple[str, ...] = tuple(SIBLING_CODINGS), compress: bool = False
+                 ) -> None:
         self.disk = disk
+        self.compress = compress
         self.paths = PathCache(max_entries)
         self.data = DataCache(cache_bytes)
         self.max_object = min(max_object, cache_bytes)
         self.suffixes = suffixes
+        self._pending: dict[bytes, asyncio.Task] = {}
         self._nowait_devices: dict[int, bool] = {}
         self._use_nowait = _nowait_supported_default()
         self.nowait_reads = 0
@@ -186,33 +207,35 @@ class Content:
         return None
 
     async def resolve(self, key: bytes, relpath: str) -> Entry:
-        """Look the path up (or revalidate a stale entry) on the disk layer; concurrent
-        requests for the same path share one lookup."""
-        entry = self.paths.get(key)
-        if entry is not None and entry.pending is not None:
-            return await asyncio.shield(entry.pending)
-        future = asyncio.get_running_loop().create_future()
-        if entry is not None:
-            entry.pending = future
-        try:
-            new = await self._lookup(relpath, prefetch=0 if entry else self.max_object)
-        except BaseException as exc:
-            if entry is not None:
-                entry.pending = None
-            future.set_exception(exc)
-            future.exception()  # retrieved: the waiters (if any) re-raise it
-            raise
-        if entry is not None and entry.same_files(new):
-            entry.checked_at = new.checked_at
-            new = entry
-        elif entry is not None:
-            for variant in entry.variants.values():
+        """Look the path up (or revalidate a stale entry) on the disk layer.
+
+        Concurrent requests for one path share one lookup, run as its own task so that a
+        client going away cannot cancel it for the others.
+        """
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._refresh(key, relpath))
+            self._pending[key] = task
+            task.add_done_callback(partial(self._lookup_done, key))
+        return await asyncio.shield(task)
+
+    def _lookup_done(self, key: bytes, task: asyncio.Task) -> None:
+        del self._pending[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here, raised in every waiter
+
+    async def _refresh(self, key: bytes, relpath: str) -> Entry:
+        old = self.paths.get(key)
+        new = await self._lookup(relpath, prefetch=0 if old else self.max_object)
+        if old is not None and old.same_files(new):
+            old.checked_at = new.checked_at
+            return old
+        if old is not None:
+            for variant in old.variants.values():
                 self.data.discard(variant.file.identity)
-        new.pending = None
-        if entry is not None:
-            entry.pending = None
+        if self.compress and new.variants:
+            await self._add_gzip(new)
         self.paths.put(key, new)
-        future.set_result(new)
         return new
 
     async def _lookup(self, relpath: str, prefetch: int) -> Entry:
@@ -227,6 +250,20 @@ class Content:
         if kind == ERROR:
             log.error("lookup of %r failed: [errno %s] %s", relpath, result[1], result[2])
         return Entry(kind, relpath)
+
+    async def _add_gzip(self, entry: Entry) -> None:
+        """Give a compressible file without a .gz sibling a gzip variant, computed once per
+        file version (by the disk layer: compression is CPU work the loop must not do)."""
+        source = entry.variants["identity"].file
+        if ("gzip" in entry.variants or not COMPRESS_MIN <= source.size <= self.max_object
+                or not is_compressible(entry.content_type)):
+            return
+        data = await self.disk.gzip(source.fd, source.size)
+        if len(data) >= source.size:
+            return
+        file = GeneratedFile(source, len(data), "gzip")
+        self.data.put(file.identity, data)
+        entry.variants["gzip"] = Variant(file, "gzip")
 
     def _variants(self, facts: list, fds: list[int]) -> dict[str, Variant]:
         variants = {}
@@ -246,14 +283,17 @@ class Content:
     def cached_body(self, file: OpenFile) -> bytes | None:
         """The whole file from the data cache or a read that cannot block; None: ask the disk."""
         data = self.data.get(file.identity)
-        if data is None and file.size <= self.max_object:
+        if data is None and file.fd >= 0 and file.size <= self.max_object:
             data = self.read_nowait(file, 0, file.size)
             if data is not None:
                 self.data.put(file.identity, data)
         return data
 
-    async def body(self, file: OpenFile) -> bytes:
-        data = await self.disk.read(file.fd, 0, file.size)
+    async def body(self, file: OpenFile | GeneratedFile) -> bytes:
+        if isinstance(file, GeneratedFile):
+            data = await self.disk.gzip(file.source.fd, file.source.size)
+        else:
+            data = await self.disk.read(file.fd, 0, file.size)
         self.disk_reads += 1
         if len(data) == file.size:
             self.data.put(file.identity, data)

@@ -54,6 +54,10 @@ class Disk(ABC):
     async def listdir(self, relpath: str) -> tuple:
         """diskops.listdir."""
 
+    @abstractmethod
+    async def gzip(self, fd: int, size: int) -> bytes:
+        """diskops.gzip_file: CPU-heavy, so it runs wherever the blocking work runs."""
+
 
 class InlineDisk(Disk):
     """SPED: the loop does the blocking call itself (the baseline AMPED exists to beat)."""
@@ -66,6 +70,9 @@ class InlineDisk(Disk):
 
     async def listdir(self, relpath):
         return diskops.listdir(self.root, relpath)
+
+    async def gzip(self, fd, size):
+        return diskops.gzip_file(fd, size)
 
 
 class ThreadDisk(Disk):
@@ -87,14 +94,16 @@ class ThreadDisk(Disk):
         return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
 
     async def lookup(self, relpath, suffixes, prefetch):
-        result, fds = await self._run(diskops.lookup, self.root, relpath, suffixes, prefetch)
-        return result, fds
+        return await self._run(diskops.lookup, self.root, relpath, suffixes, prefetch)
 
     async def read(self, fd, offset, length):
         return await self._run(diskops.read, fd, offset, length)
 
     async def listdir(self, relpath):
         return await self._run(diskops.listdir, self.root, relpath)
+
+    async def gzip(self, fd, size):
+        return await self._run(diskops.gzip_file, fd, size)
 
 
 def close_fds(fds: list[int]) -> None:

@@ -242,12 +242,18 @@ class HelperPool(Disk):
     async def lookup(self, relpath, suffixes, prefetch):
         return await self._call("lookup", (relpath, suffixes, prefetch))
 
-    async def read(self, fd, offset, length):
-        (result, fds) = await self._call("read", (offset, length), fd)
+    async def _data(self, op: str, args: tuple, fd: int) -> bytes:
+        result, fds = await self._call(op, args, fd)
         close_fds(fds)
         if result[0] != "data":
             raise OSError(result[1], result[2])
         return result[1]
+
+    async def read(self, fd, offset, length):
+        return await self._data("read", (offset, length), fd)
+
+    async def gzip(self, fd, size):
+        return await self._data("gzip", (size,), fd)
 
     async def listdir(self, relpath):
         result, fds = await self._call("listdir", (relpath,))

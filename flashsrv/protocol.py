@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
@@ -106,7 +107,7 @@ class HttpConnection(asyncio.Protocol):
             return
         site.connections.add(self)
         transport.set_write_buffer_limits(high=4 * STREAM_CHUNK, low=STREAM_CHUNK)
-        self.deadline = site.now + site.config.header_timeout
+        self.deadline = monotonic() + site.config.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -119,7 +120,7 @@ class HttpConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        self.deadline = self.site.now + self.site.config.send_timeout
+        self.deadline = monotonic() + self.site.config.send_timeout
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -128,7 +129,7 @@ class HttpConnection(asyncio.Protocol):
         if self.busy:
             self.deadline = 0.0
         else:
-            self.deadline = self.site.now + self.site.config.keepalive_timeout
+            self.deadline = monotonic() + self.site.config.keepalive_timeout
             self._run_queue()
 
     def data_received(self, data: bytes) -> None:
@@ -175,7 +176,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         if not self._url:  # a request has begun: its head must arrive within header_timeout
-            self.deadline = self.site.now + self.site.config.header_timeout
+            self.deadline = monotonic() + self.site.config.header_timeout
         self._url += url
         if len(self._url) > MAX_URL_BYTES:
             raise Reject(414, "request-target too long")
@@ -200,7 +201,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self.deadline = self.site.now + self.site.config.header_timeout
+        self.deadline = monotonic() + self.site.config.header_timeout
         version = self._version = self.parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise Reject(505, f"HTTP/{version} is not supported")
@@ -209,7 +210,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         """A body on GET/HEAD means nothing to a static server: it is read and dropped."""
-        self.deadline = self.site.now + self.site.config.header_timeout
+        self.deadline = monotonic() + self.site.config.header_timeout
 
     def on_message_complete(self) -> None:
         parser = self.parser
@@ -380,7 +381,7 @@ class HttpConnection(asyncio.Protocol):
         if close:
             self.close_idle()
         elif not self.busy:
-            self.deadline = site.now + site.config.keepalive_timeout
+            self.deadline = monotonic() + site.config.keepalive_timeout
         return close
 
     def _send_error(self, request: Request, status: int, detail: str = "") -> None:
@@ -395,7 +396,7 @@ class HttpConnection(asyncio.Protocol):
         if self._last_request_seen and not self.queue:
             self.close_idle()
             return
-        self.deadline = self.site.now + self.site.config.keepalive_timeout
+        self.deadline = monotonic() + self.site.config.keepalive_timeout
         self._run_queue()
 
     def _run_queue(self) -> None:

@@ -128,7 +128,8 @@ def announce(sock: socket.socket) -> None:
 def build_site(config: Config, root: str, fd_limit: int) -> Site:
     disk = make_disk(config, root)
     content = Content(disk, config.cache_bytes, MAX_CACHED_FILE,
-                      max_entries=max(64, min(10_000, fd_limit // 8)))
+                      max_entries=max(64, min(10_000, fd_limit // 8)),
+                      compress=config.compress)
     rules = SiteRules(cache_rules=config.cache_control, extra_headers=config.headers)
     if config.default_cache_control is not None:
         rules.default_cache_control = config.default_cache_control

@@ -16,6 +16,7 @@ because symbolic links are only visible here. Results are plain tuples (they cro
 from __future__ import annotations
 
 import errno
+import gzip
 import os
 import stat
 
@@ -107,6 +108,12 @@ def read(fd: int, offset: int, length: int) -> bytes:
         offset += len(data)
         length -= len(data)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def gzip_file(fd: int, size: int, level: int = 6) -> bytes:
+    """The file's bytes gzip-compressed; deterministic (mtime 0) so its length and ETag are
+    the same every time the same version is compressed."""
+    return gzip.compress(read(fd, 0, size), compresslevel=level, mtime=0)
 
 
 def listdir(root: str, relpath: str) -> Result:

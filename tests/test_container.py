@@ -9,8 +9,9 @@ takes about two minutes, later ones seconds. The container then runs the way use
 mounted read-only, read-only root filesystem, no capabilities) and is checked over HTTP, with the
 image's own HEALTHCHECK, through /proc (which user runs which process) and on `podman stop`.
 
-Skips only where podman cannot run at all: not installed (tests/run installs it with apt), not
-root, or `podman info` failing on this kernel.
+Skips only where podman cannot run at all: podman or runc not installed (tests/run installs them
+with apt), not root, or `podman info` failing on this machine. TEST_PODMAN_DIR moves the state
+folder; TEST_DEBIAN_MIRROR picks the mirror for debootstrap.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-STATE = Path(os.environ.get("FLASHSRV_PODMAN_DIR", "/var/tmp/flashsrv-podman"))
+STATE = Path(os.environ.get("TEST_PODMAN_DIR", "/var/tmp/flashsrv-podman"))
 BASE_IMAGE = "localhost/debian:bookworm"
 IMAGE = "localhost/flashsrv:test"
-DEBIAN_MIRROR = os.environ.get("FLASHSRV_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+DEBIAN_MIRROR = os.environ.get("TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 UID = 10001
 HELPERS = 2
@@ -109,6 +110,8 @@ def podman() -> Podman:
         pytest.skip("podman is not installed (tests/run installs podman and runc with apt)")
     if os.geteuid() != 0:
         pytest.skip("the container test needs rootful podman: run the tests as root")
+    if shutil.which("runc") is None:
+        pytest.skip("runc is not installed (crun fails here; tests/run installs runc with apt)")
     (STATE / "tmp").mkdir(parents=True, exist_ok=True)
     (STATE / "containers.conf").write_text(CONTAINERS_CONF)
     (STATE / "storage.conf").write_text(STORAGE_CONF.format(state=STATE))
@@ -246,6 +249,15 @@ def alive(pid: int, cmdline: str) -> bool:
 
 
 @pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """A TOML config file for `--config` / FLASHSRV_CONFIG, mounted read-only."""
+    path = tmp_path / "flashsrv.toml"
+    path.write_text(f'helpers = {HELPERS}\naccess-log = "-"\naccess-log-format = "json"\n')
+    path.chmod(0o644)
+    return path
+
+
+@pytest.fixture
 def site(tmp_path: Path) -> Path:
     """A small site folder, readable by the container's user (others may read)."""
     root = tmp_path / "www"
@@ -292,8 +304,11 @@ def test_image_has_no_build_tools(podman: Podman, image: str) -> None:
 
 
 def test_container_serves_a_mounted_site_and_stops_cleanly(
-    podman: Podman, image: str, site: Path
+    podman: Podman, image: str, site: Path, config_file: Path
 ) -> None:
+    """Settings arrive three ways, each checked below: the mounted config file (JSON access log,
+    helpers), an environment variable (port) and a flag after the image name, which overrides
+    the image's FLASHSRV_HOST=0.0.0.0 (and keeps this host-network container on loopback)."""
     port = free_port()
     name = f"flashsrv-test-{uuid.uuid4().hex[:10]}"
     run = [
@@ -301,11 +316,11 @@ def test_container_serves_a_mounted_site_and_stops_cleanly(
         "--network", "host",
         "--read-only", "--cap-drop", "all", "--security-opt", "no-new-privileges",
         "--volume", f"{site}:/srv/www:ro",
+        "--volume", f"{config_file}:/etc/flashsrv/flashsrv.toml:ro",
+        "--env", "FLASHSRV_CONFIG=/etc/flashsrv/flashsrv.toml",
         "--env", f"FLASHSRV_PORT={port}",
-        "--env", f"FLASHSRV_HELPERS={HELPERS}",
-        "--env", "FLASHSRV_ACCESS_LOG=-",
         image,
-        "--access-log-format", "json",  # arguments after the image go to `flashsrv serve`
+        "--host", "127.0.0.1",
     ]  # fmt: skip
     podman.run(*run, timeout=60)
     try:
@@ -337,9 +352,16 @@ def test_container_serves_a_mounted_site_and_stops_cleanly(
         top = podman.run("top", name, "user", "huser").stdout.split("\n")[1:]
         assert {tuple(line.split()) for line in top if line.strip()} == {("flashsrv", str(UID))}
 
-        # SIGTERM: the daemon drains and exits 0 by itself, in well under podman's 10 s grace.
+        # SIGTERM: the daemon drains and exits 0 by itself, in well under podman's 10 s grace,
+        # also with an idle keep-alive connection open (as browsers and load balancers leave).
+        idle = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        idle.request("GET", "/style.css")
+        assert idle.getresponse().read() == SITE["style.css"]
         started = time.monotonic()
-        podman.run("stop", "--time", "10", name, timeout=60)
+        try:
+            podman.run("stop", "--time", "10", name, timeout=60)
+        finally:
+            idle.close()
         stop_seconds = time.monotonic() - started
         exit_code = int(podman.inspect(name, "{{.State.ExitCode}}"))
         logs = podman.run("logs", name)
@@ -350,9 +372,9 @@ def test_container_serves_a_mounted_site_and_stops_cleanly(
         assert not lingering, f"processes still running after stop: {lingering}"
 
         # Logs: the listening line on stderr, JSON access-log lines on stdout.
-        assert f"flashsrv listening on http://0.0.0.0:{port}" in logs.stderr
+        assert f"flashsrv listening on http://127.0.0.1:{port}" in logs.stderr
         assert "Traceback" not in logs.stderr
-        records = []
+        records: list[object] = []
         for line in logs.stdout.splitlines():
             with contextlib.suppress(ValueError):
                 records.append(json.loads(line))

