@@ -106,4 +106,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"flashsrv: {exc}")
     from flashsrv.server import run
 
-    sys.exit(run(config))
+    sys.exit(run(config, lambda: build_config(flags, os.environ)))

@@ -173,6 +173,9 @@ class PathCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def clear(self) -> None:
+        self._items.clear()
+
 
 def _nowait_supported_default() -> bool:
     return hasattr(os, "RWF_NOWAIT") and hasattr(os, "preadv")

@@ -19,12 +19,13 @@ import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from importlib import resources
 
 import uvloop
 
 from flashsrv.accesslog import AccessLog
-from flashsrv.config import Config
+from flashsrv.config import Config, ConfigError
 from flashsrv.content import Content
 from flashsrv.disk import Disk, InlineDisk, ThreadDisk
 from flashsrv.helper_pool import HelperPool
@@ -119,10 +120,29 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def announce(sock: socket.socket) -> None:
+def announce(sock: socket.socket, what: str = "listening") -> None:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"flashsrv listening on http://{shown}:{port}", file=sys.stderr, flush=True)
+    print(f"flashsrv {what} on http://{shown}:{port}", file=sys.stderr, flush=True)
+
+
+def reopen_log(site: Site) -> None:
+    """SIGUSR1: reopen the access log file (after logrotate moved it)."""
+    if site.access_log is not None:
+        site.access_log.reopen()
+
+
+def _rules_and_log(config: Config, content: Content
+                   ) -> tuple[Responder, SiteDocuments, AccessLog | None]:
+    """The parts of a Site that SIGHUP may replace."""
+    rules = SiteRules(cache_rules=config.cache_control, extra_headers=config.headers)
+    if config.default_cache_control is not None:
+        rules.default_cache_control = config.default_cache_control
+    documents = SiteDocuments(content, config.error_pages, config.fallback, config.listing)
+    access_log = None
+    if config.access_log != "off":
+        access_log = AccessLog(config.access_log, config.access_log_format)
+    return Responder(rules), documents, access_log
 
 
 def build_site(config: Config, root: str, fd_limit: int) -> Site:
@@ -130,15 +150,33 @@ def build_site(config: Config, root: str, fd_limit: int) -> Site:
     content = Content(disk, config.cache_bytes, MAX_CACHED_FILE,
                       max_entries=max(64, min(10_000, fd_limit // 8)),
                       compress=config.compress)
-    rules = SiteRules(cache_rules=config.cache_control, extra_headers=config.headers)
-    if config.default_cache_control is not None:
-        rules.default_cache_control = config.default_cache_control
-    responder = Responder(rules)
-    documents = SiteDocuments(content, config.error_pages, config.fallback, config.listing)
-    access_log = None
-    if config.access_log != "off":
-        access_log = AccessLog(config.access_log, config.access_log_format)
-    return Site(config, content, responder, documents, access_log)
+    return Site(config, content, *_rules_and_log(config, content))
+
+
+# Settings a running process cannot change: they shape sockets, processes and caches.
+RESTART_ONLY = ("root", "host", "port", "helpers", "model", "workers", "cache_bytes",
+                "admin_port", "admin_host", "compress")
+
+
+def reload_site(site: Site, load: Callable[[], Config]) -> None:
+    """SIGHUP: read the configuration again and apply it to new requests; open connections
+    carry on. Settings that need a restart are kept, with a warning."""
+    try:
+        new = load()
+    except (ConfigError, OSError) as exc:
+        log.error("reload failed, keeping the running configuration: %s", exc)
+        return
+    for name in RESTART_ONLY:
+        if getattr(new, name) != getattr(site.config, name):
+            log.warning("reload: %s changed; it takes effect only after a restart", name)
+            setattr(new, name, getattr(site.config, name))
+    old_log = site.access_log
+    site.responder, site.documents, site.access_log = _rules_and_log(new, site.content)
+    if old_log is not None:
+        old_log.close()
+    site.config = new
+    site.content.paths.clear()
+    log.info("configuration reloaded")
 
 
 async def _tick(site: Site, loop: asyncio.AbstractEventLoop) -> None:
@@ -171,15 +209,15 @@ async def _drain(site: Site, grace: float) -> None:
 
 
 async def serve_forever(config: Config, sock: socket.socket, root: str, fd_limit: int,
-                        announce_address: bool) -> None:
+                        announce_address: bool, load: Callable[[], Config]) -> None:
     loop = asyncio.get_running_loop()
     site = build_site(config, root, fd_limit)
     site.content.disk.start()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if site.access_log is not None:
-        loop.add_signal_handler(signal.SIGUSR1, site.access_log.reopen)
+    loop.add_signal_handler(signal.SIGHUP, reload_site, site, load)
+    loop.add_signal_handler(signal.SIGUSR1, reopen_log, site)
     server = await loop.create_server(lambda: HttpConnection(site), sock=sock, backlog=BACKLOG)
     admin = None
     if config.admin_port is not None:
@@ -189,6 +227,8 @@ async def serve_forever(config: Config, sock: socket.socket, root: str, fd_limit
     ticker = loop.create_task(_tick(site, loop))
     if announce_address:
         announce(sock)
+        if admin is not None:
+            announce(admin.sockets[0], "admin endpoint")
     try:
         await stop.wait()
         log.info("stopping: finishing responses in flight (up to %gs)", config.grace)
@@ -203,9 +243,10 @@ async def serve_forever(config: Config, sock: socket.socket, root: str, fd_limit
             site.access_log.close()
 
 
-def run_worker(config: Config, sock: socket.socket, root: str, announce_address: bool) -> None:
+def run_worker(config: Config, sock: socket.socket, root: str, announce_address: bool,
+               load: Callable[[], Config]) -> None:
     fd_limit = raise_fd_limit()
-    uvloop.run(serve_forever(config, sock, root, fd_limit, announce_address))
+    uvloop.run(serve_forever(config, sock, root, fd_limit, announce_address, load))
 
 
 def _die_with_parent() -> None:
@@ -216,7 +257,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)
 
 
-def _fork_worker(config: Config, sock: socket.socket, root: str) -> int:
+def _fork_worker(config: Config, sock: socket.socket, root: str,
+                 load: Callable[[], Config]) -> int:
     pid = os.fork()
     if pid == 0:
         code = 0
@@ -224,7 +266,8 @@ def _fork_worker(config: Config, sock: socket.socket, root: str) -> int:
             _die_with_parent()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            run_worker(config, sock, root, announce_address=False)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            run_worker(config, sock, root, False, load)
         except BaseException:
             logging.getLogger("flashsrv").exception("worker failed")
             code = 1
@@ -233,7 +276,7 @@ def _fork_worker(config: Config, sock: socket.socket, root: str) -> int:
     return pid
 
 
-def supervise(config: Config, root: str) -> int:
+def supervise(config: Config, root: str, load: Callable[[], Config]) -> int:
     """Run config.workers main processes on one port and keep them running until a signal."""
     first = listening_socket(config.host, config.port, reuse_port=True)
     port = first.getsockname()[1]
@@ -248,11 +291,18 @@ def supervise(config: Config, root: str) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def forward(signum: int, _frame) -> None:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     workers: dict[int, socket.socket] = {}
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, forward)
+    signal.signal(signal.SIGUSR1, forward)
     for sock in sockets:
-        workers[_fork_worker(config, sock, root)] = sock
+        workers[_fork_worker(config, sock, root, load)] = sock
     announce(first)
     status = 0
     while workers:
@@ -267,16 +317,17 @@ def supervise(config: Config, root: str) -> int:
         elif sock is not None:
             log.error("worker %d exited with %d; starting another", pid, code)
             time.sleep(0.2)
-            workers[_fork_worker(config, sock, root)] = sock
+            workers[_fork_worker(config, sock, root, load)] = sock
     return status
 
 
-def run(config: Config) -> int:
+def run(config: Config, load: Callable[[], Config]) -> int:
+    """Serve until SIGTERM/SIGINT; load() re-reads the configuration on SIGHUP."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s flashsrv[%(process)d] %(levelname)s %(message)s")
     root = document_root(config)
     if config.workers > 1:
-        return supervise(config, root)
+        return supervise(config, root, load)
     sock = listening_socket(config.host, config.port, reuse_port=False)
-    run_worker(config, sock, root, announce_address=True)
+    run_worker(config, sock, root, True, load)
     return 0
