@@ -209,15 +209,16 @@ class Content:
             return entry
         return None
 
-    async def resolve(self, key: bytes, relpath: str) -> Entry:
+    async def resolve(self, key: bytes, relpath: str, directory: bool = False) -> Entry:
         """Look the path up (or revalidate a stale entry) on the disk layer.
 
         Concurrent requests for one path share one lookup, run as its own task so that a
-        client going away cannot cancel it for the others.
+        client going away cannot cancel it for the others. A path that ends in a slash
+        (directory) names nothing when it finds a regular file, as in nginx.
         """
         task = self._pending.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._refresh(key, relpath))
+            task = asyncio.get_running_loop().create_task(self._refresh(key, relpath, directory))
             self._pending[key] = task
             task.add_done_callback(partial(self._lookup_done, key))
         return await asyncio.shield(task)
@@ -227,9 +228,11 @@ class Content:
         if not task.cancelled():
             task.exception()  # retrieved here, raised in every waiter
 
-    async def _refresh(self, key: bytes, relpath: str) -> Entry:
+    async def _refresh(self, key: bytes, relpath: str, directory: bool) -> Entry:
         old = self.paths.get(key)
         new = await self._lookup(relpath, prefetch=0 if old else self.max_object)
+        if directory and new.kind == FILE:
+            new = Entry(MISSING, relpath)
         if old is not None and old.same_files(new):
             old.checked_at = new.checked_at
             return old

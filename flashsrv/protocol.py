@@ -267,7 +267,8 @@ class HttpConnection(asyncio.Protocol):
         try:
             if entry is None:
                 target = to_target(request.path, site.config.show_dotfiles)
-                entry = await site.content.resolve(request.path, target.relpath)
+                entry = await site.content.resolve(request.path, target.relpath,
+                                                   target.directory and target.relpath != "")
             if entry.kind == MISSING:
                 entry = await site.documents.fallback(request) or entry
             plan = site.responder.respond(request, entry)
@@ -358,7 +359,8 @@ class HttpConnection(asyncio.Protocol):
         """Write the head of a streamed response; returns whether to close afterwards."""
         end = self._head_end(request, plan)
         self.transport.write(plan.head + end)
-        self.site.log_request(self.peer, request, plan.status, plan.length)
+        head_only = request.method == b"HEAD"
+        self.site.log_request(self.peer, request, plan.status, 0 if head_only else plan.length)
         return end.endswith(_END_CLOSE)
 
     def _send(self, request: Request, plan: Plan, body: bytes | None,
@@ -367,14 +369,16 @@ class HttpConnection(asyncio.Protocol):
         close the connection or arm the keep-alive deadline; else return whether to close."""
         site = self.site
         end = self._head_end(request, plan)
-        if body is None or request.method == b"HEAD":
+        if request.method == b"HEAD":
+            body = None
+        if body is None:
             self.transport.write(plan.head + end)
         elif len(body) <= SMALL_WRITE:
             self.transport.write(b"".join((plan.head, end, body)))
         else:
             self.transport.write(plan.head + end)
             self.transport.write(body)
-        site.log_request(self.peer, request, plan.status, plan.length)
+        site.log_request(self.peer, request, plan.status, 0 if body is None else plan.length)
         close = end.endswith(_END_CLOSE)
         if not carry_on:
             return close

@@ -286,3 +286,30 @@ def read_until_eof(sock: socket.socket, timeout: float = 10.0, limit: int = 1 <<
         chunks.append(chunk)
         total += len(chunk)
     return b"".join(chunks)
+
+
+def parse_byteranges(resp: Response) -> list[tuple[dict[str, str], bytes]]:
+    """The parts of a multipart/byteranges body as (headers, data), checking its framing.
+
+    Raises AssertionError when the Content-Type has no boundary or the body is not a sequence of
+    delimiter-separated parts ending with the close delimiter.
+    """
+    ctype = resp.header("content-type") or ""
+    m = re.fullmatch(r'multipart/byteranges;\s*boundary="?([^";]+)"?', ctype)
+    assert m, f"not a multipart/byteranges Content-Type: {ctype!r}"
+    delimiter = b"\r\n--" + m.group(1).encode("latin-1")
+    body = resp.body if resp.body.startswith(b"\r\n") else b"\r\n" + resp.body
+    segments = body.split(delimiter)
+    assert segments[0] == b"", f"unexpected preamble {segments[0][:80]!r}"
+    assert segments[-1] == b"--\r\n", f"no close delimiter: {segments[-1][-80:]!r}"
+    parts = []
+    for segment in segments[1:-1]:
+        assert segment.startswith(b"\r\n"), f"part does not start with CRLF: {segment[:80]!r}"
+        head, sep, data = segment[2:].partition(b"\r\n\r\n")
+        assert sep, f"part without a blank line after its head: {segment[:80]!r}"
+        headers = {}
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        parts.append((headers, data))
+    return parts

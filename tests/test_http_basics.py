@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from email.utils import formatdate
@@ -277,6 +278,40 @@ def test_pipelined_requests_are_answered_in_order(srv: ServerProcess):
         assert r.status == status, path
         if body is not None:
             assert r.body == body, path
+
+
+def test_pipelined_hot_request_waits_behind_a_cold_one(srv: ServerProcess, site: Path):
+    """A cached file must not overtake an earlier request that needs the disk helpers."""
+    get(srv, "/style.css")
+    get(srv, "/style.css")  # hot now
+    cold_a = bytes(range(256)) * 1200  # ~300 KB, never requested before
+    cold_b = b"second cold file\n"
+    (site / "cold_a.bin").write_bytes(cold_a)
+    (site / "cold_b.txt").write_bytes(cold_b)
+    paths = ["/cold_a.bin", "/style.css", "/cold_b.txt", "/style.css"]
+    with connect(srv) as s:
+        s.sendall(b"".join(request_bytes(srv, p) for p in paths))
+        reader = ResponseReader(s)
+        bodies = [reader.read().body for _ in paths]
+    assert bodies == [cold_a, STYLE_CSS.encode(), cold_b, STYLE_CSS.encode()]
+
+
+def test_ipv6_loopback_is_served(site: Path):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 support in this Python")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    server = start_server(site, "--access-log", "off", host="::1")
+    try:
+        with socket.create_connection(("::1", server.port), timeout=5) as s:
+            s.sendall(b"GET /style.css HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n")
+            r = ResponseReader(s).read()
+    finally:
+        server.stop()
+    assert r.status == 200 and r.body == STYLE_CSS.encode()
 
 
 def test_pipelined_head_and_get_mix_keeps_framing(srv: ServerProcess):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -357,21 +358,47 @@ def test_http2_prior_knowledge_preface_is_refused_cleanly(srv: ServerProcess):
 # --- permissions ---------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root bypasses file permissions; run as a user")
+def _without_dac_override() -> None:
+    """preexec_fn: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set, so a
+    server started by root obeys file permission bits after exec (it keeps uid 0 and so can
+    still read everything root owns, such as the interpreter under /root)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
+    for cap in (cap_dac_override, cap_dac_read_search):
+        if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
 def test_unreadable_file_gets_403(tmp_path: Path):
     root = tmp_path / "www"
     root.mkdir()
+    (root / "ok.txt").write_text("readable\n")
     locked = root / "locked.txt"
-    locked.write_text("no")
+    locked.write_bytes(SECRET)
     locked.chmod(0)
-    server = start_server(root, "--access-log", "off")
+    preexec = None
+    if os.geteuid() == 0:
+        preexec = _without_dac_override
     try:
+        server = start_server(root, "--access-log", "off", preexec_fn=preexec)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"running as root and cannot drop CAP_DAC_OVERRIDE: {exc}")
+    try:
+        assert get(server, "/ok.txt").status == 200
         r = get(server, "/locked.txt")
-        assert r.status == 403
-        assert b"Traceback" not in r.body
+        assert_no_secret(r.body)
+        assert r.status == 403, r.status
+        assert_still_serving_file(server, "/ok.txt", b"readable\n")
     finally:
         server.stop()
         locked.chmod(0o644)
+
+
+def assert_still_serving_file(server: ServerProcess, path: str, body: bytes) -> None:
+    r = get(server, path)
+    assert r.status == 200 and r.body == body
 
 
 # --- random bytes never crash the server ---------------------------------------------------
