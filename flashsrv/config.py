@@ -38,30 +38,38 @@ def parse_size(text: str | int) -> int:
     return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
 
 
-def _positive_int(text: Any) -> int:
-    if isinstance(text, bool):
-        raise ValueError("expected a whole number")
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
+def _whole_number(text: Any, low: int, high: int | None = None) -> int:
+    """An integer from an int or a string of digits; floats, booleans and the like are refused
+    rather than silently truncated."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    elif isinstance(text, str) and text.strip().isdigit():
+        value = int(text)
+    else:
+        raise ValueError(f"expected a whole number, got {text!r}")
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"must be {bounds}, got {value}")
     return value
+
+
+def _positive_int(text: Any) -> int:
+    return _whole_number(text, 1)
 
 
 def _port(text: Any) -> int:
-    if isinstance(text, bool):
-        raise ValueError("expected a port number")
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("a port is between 0 and 65535")
-    return value
+    return _whole_number(text, 0, 65535)
 
 
 def _seconds(text: Any) -> float:
-    if isinstance(text, bool):
-        raise ValueError("expected a number of seconds")
-    value = float(text)
-    if value <= 0:
-        raise ValueError("must be more than 0 seconds")
+    if isinstance(text, bool) or not isinstance(text, int | float | str):
+        raise ValueError(f"expected a number of seconds, got {text!r}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise ValueError(f"must be more than 0 seconds, got {text!r}")
     return value
 
 
@@ -87,8 +95,16 @@ def _choice(*choices: str) -> Callable[[Any], str]:
 
 def _text(text: Any) -> str:
     if not isinstance(text, str):
-        raise ValueError("expected a string")
+        raise ValueError(f"expected a string, got {text!r}")
     return text
+
+
+def _site_path(text: Any) -> str:
+    """A file below the document root, e.g. 'index.html' or 'errors/404.html'."""
+    path = _text(text).strip("/")
+    if not path or ".." in path.split("/") or "\x00" in path:
+        raise ValueError(f"{text!r} is not a path inside the document root")
+    return path
 
 
 def _optional_port(text: Any) -> int | None:
@@ -149,7 +165,7 @@ OPTIONS: tuple[Option, ...] = (
            "port for /healthz and /metrics (Prometheus); off by default", "N"),
     Option("admin-host", _text, "address of the admin endpoint", "ADDR"),
     Option("listing", _bool, "list directories that have no index.html", flag=True),
-    Option("fallback", _text,
+    Option("fallback", _site_path,
            "single-page-app fallback file served for unknown page paths (e.g. index.html)",
            "FILE"),
     Option("compress", _bool,
@@ -193,12 +209,20 @@ class Config:
 
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]*$")
+# Fields the server computes per response: a configured copy would contradict them, and a
+# second Content-Length or Transfer-Encoding is exactly what request smuggling feeds on.
+MANAGED_HEADERS = frozenset({
+    "content-length", "transfer-encoding", "connection", "keep-alive", "date", "server",
+    "content-range", "content-encoding", "content-type", "etag", "last-modified", "vary",
+    "accept-ranges", "location", "upgrade", "trailer", "te",
+})
 
 
-def _check_header_value(value: str) -> str:
-    if not isinstance(value, str) or any(c in value for c in "\r\n\x00"):
-        raise ValueError("a header value is a single-line string")
-    return value
+def _check_header_value(value: Any) -> str:
+    if not isinstance(value, str) or not _HEADER_VALUE.match(value):
+        raise ValueError("a header value is a single line of visible ASCII characters")
+    return value.strip()
 
 
 def _tables(data: Mapping[str, Any], errors: list[str]) -> dict[str, Any]:
@@ -212,6 +236,10 @@ def _tables(data: Mapping[str, Any], errors: list[str]) -> dict[str, Any]:
         for name, value in headers.items():
             if not _HEADER_NAME.match(name):
                 errors.append(f"headers: {name!r} is not a valid header name")
+                continue
+            if name.lower() in MANAGED_HEADERS:
+                errors.append(f"headers: {name} is set by the server for each response and "
+                              "cannot be configured")
                 continue
             try:
                 out["headers"].append((name, _check_header_value(value)))
@@ -253,10 +281,11 @@ def _tables(data: Mapping[str, Any], errors: list[str]) -> dict[str, Any]:
             for status, path in pages.items():
                 if not (status.isdigit() and 400 <= int(status) <= 599):
                     errors.append(f"error-pages: {status!r} is not an error status (400-599)")
-                elif not isinstance(path, str) or not path:
-                    errors.append(f"error-pages.{status}: expected a file path")
                 else:
-                    out["error_pages"][int(status)] = path.lstrip("/")
+                    try:
+                        out["error_pages"][int(status)] = _site_path(path)
+                    except ValueError as exc:
+                        errors.append(f"error-pages.{status}: {exc}")
     return out
 
 
@@ -267,9 +296,9 @@ def read_file(path: str) -> tuple[dict[str, Any], list[str]]:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except OSError as exc:
-        return {}, [f"{path}: cannot read: {exc.strerror}"]
+        return {}, [f"cannot read the file: {exc.strerror}"]
     except tomllib.TOMLDecodeError as exc:
-        return {}, [f"{path}: not valid TOML: {exc}"]
+        return {}, [f"not valid TOML: {exc}"]
     values: dict[str, Any] = {}
     for key, raw in data.items():
         if key in TABLE_KEYS:
@@ -278,6 +307,8 @@ def read_file(path: str) -> tuple[dict[str, Any], list[str]]:
             if isinstance(raw, str):
                 base = os.path.dirname(os.path.abspath(path))
                 values["root"] = os.path.join(base, raw)
+                if not os.path.isdir(values["root"]):
+                    errors.append(f"root: {values['root']} is not a folder")
             else:
                 errors.append("root: expected a folder path")
             continue
@@ -317,7 +348,7 @@ def build_config(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config
     if config_path:
         from_file, errors = read_file(config_path)
         if errors:
-            raise ConfigError("; ".join(errors))
+            raise ConfigError(f"{config_path}: " + "; ".join(errors))
         values.update(from_file)
         values["config_file"] = config_path
     values.update(from_environment(environ))

@@ -92,7 +92,7 @@ class Variant:
 class Entry:
     """The translation of one request path: what is there, and its open variants."""
 
-    __slots__ = ("checked_at", "content_type", "kind", "relpath", "variants")
+    __slots__ = ("checked_at", "content_type", "kind", "relpath", "variants", "vary")
 
     def __init__(self, kind: str, relpath: str, variants: dict[str, Variant] | None = None,
                  ctype: str = "") -> None:
@@ -101,6 +101,7 @@ class Entry:
         self.variants = variants or {}
         self.content_type = ctype
         self.checked_at = time.monotonic()
+        self.vary: tuple[str, ...] = ()  # request fields beyond Accept-Encoding that chose it
 
     @property
     def served_path(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import calendar
 import time
+from datetime import UTC, datetime
 from email.utils import parsedate_tz
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -39,7 +40,9 @@ def parse_http_date(value: str | bytes | None) -> int | None:
     if year < 100:
         year += 2000 if year < 70 else 1900
     try:
-        return calendar.timegm((year, *parts[1:6])) - (parts[9] or 0)
+        # datetime refuses hour 25 or second 99, which timegm would roll into a later instant.
+        when = datetime(year, *parts[1:6], tzinfo=UTC)
+        return calendar.timegm(when.utctimetuple()) - (parts[9] or 0)
     except (OverflowError, ValueError):
         return None
 

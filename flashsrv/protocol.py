@@ -24,7 +24,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 
 from flashsrv.content import MISSING, Entry
 from flashsrv.disk import DiskUnavailable
-from flashsrv.responder import Plan, Request, error_plan
+from flashsrv.responder import Plan, Request, body_of, error_plan
 from flashsrv.urlpath import BadTarget, split_target, to_target
 
 if TYPE_CHECKING:
@@ -69,9 +69,28 @@ class Truncated(Exception):
 
 class HttpConnection(asyncio.Protocol):
     __slots__ = (
-        "_conditional", "_drain", "_has_host", "_head_bytes", "_header_count", "_headers",
-        "_in_head", "_last_request_seen", "_pending_head", "_url", "_version", "busy", "closed",
-        "deadline", "parser", "peer", "queue", "site", "task", "transport", "write_paused",
+        "_conditional",
+        "_drain",
+        "_has_host",
+        "_head_bytes",
+        "_head_sent",
+        "_header_count",
+        "_headers",
+        "_in_head",
+        "_last_request_seen",
+        "_pending_head",
+        "_url",
+        "_version",
+        "busy",
+        "closed",
+        "deadline",
+        "parser",
+        "peer",
+        "queue",
+        "site",
+        "task",
+        "transport",
+        "write_paused",
     )
 
     def __init__(self, site: Site) -> None:
@@ -87,6 +106,7 @@ class HttpConnection(asyncio.Protocol):
         self.peer = "-"
         self._drain: asyncio.Future | None = None
         self._version = "1.1"
+        self._head_sent = False
         self._last_request_seen = False
         self._next_message()
 
@@ -247,16 +267,15 @@ class HttpConnection(asyncio.Protocol):
         if entry is not None and entry.kind != MISSING:
             plan = site.responder.respond(request, entry)
             file = plan.file
-            if file is None:
+            if plan.status >= 400:
+                pass  # error pages and listings may replace it: the slow path decides
+            elif file is None:
                 self._send(request, plan, plan.body)
                 return
-            if not plan.part_heads and file.size <= content.max_object:
+            elif file.size <= content.max_object:
                 data = content.cached_body(file)
                 if data is not None:
-                    if plan.length != file.size:
-                        start, end = plan.spans[0]
-                        data = data[start : end + 1]
-                    self._send(request, plan, data)
+                    self._send(request, plan, body_of(plan, data))
                     return
         self.busy = True
         self.deadline = 0.0
@@ -264,14 +283,13 @@ class HttpConnection(asyncio.Protocol):
 
     async def _respond_slowly(self, request: Request, entry: Entry | None) -> None:
         site = self.site
+        self._head_sent = False
         try:
-            if entry is None:
-                target = to_target(request.path, site.config.show_dotfiles)
-                entry = await site.content.resolve(request.path, target.relpath,
-                                                   target.directory and target.relpath != "")
-            if entry.kind == MISSING:
-                entry = await site.documents.fallback(request) or entry
-            plan = site.responder.respond(request, entry)
+            try:
+                plan, entry = await self._plan(request, entry)
+            except BadTarget as exc:
+                log.info("%s %r: %s", self.peer, request.path, exc.reason)
+                plan = site.responder.error(exc.status, exc.reason)
             if plan.status >= 400 and plan.file is None:
                 plan = await site.documents.replace(request, plan, entry)
             if plan.file is None:
@@ -280,9 +298,6 @@ class HttpConnection(asyncio.Protocol):
                 self.close_idle()
         except asyncio.CancelledError:
             return
-        except BadTarget as exc:
-            log.info("%s %r: %s", self.peer, request.path, exc.reason)
-            self._send_error(request, exc.status, exc.reason)
         except DiskUnavailable as exc:
             log.error("%s %r: %s", self.peer, request.path, exc)
             site.stats.unavailable += 1
@@ -305,20 +320,28 @@ class HttpConnection(asyncio.Protocol):
             self.task = None
         self._finished()
 
+    async def _plan(self, request: Request, entry: Entry | None) -> tuple[Plan, Entry]:
+        """Translate the path if the cache could not, then decide the response."""
+        site = self.site
+        if entry is None:
+            target = to_target(request.path, site.config.show_dotfiles)
+            entry = await site.content.resolve(request.path, target.relpath,
+                                               target.directory and target.relpath != "")
+        if entry.kind == MISSING:
+            entry = await site.documents.fallback(request) or entry
+        return site.responder.respond(request, entry), entry
+
     async def _send_file(self, request: Request, plan: Plan) -> bool:
         """Send plan.head and then the file's spans: a small file whole (and into the data
         cache), a large one in bounded chunks, pausing while the transport's buffer is full.
         Returns whether the connection must close afterwards."""
         content = self.site.content
         file = plan.file
-        if not plan.part_heads and file.size <= content.max_object:
+        if file.size <= content.max_object:
             data = content.cached_body(file) or await content.body(file)
             if len(data) < file.size:
                 raise Truncated
-            if plan.length != file.size:
-                start, end = plan.spans[0]
-                data = data[start : end + 1]
-            return self._send(request, plan, data, carry_on=False)
+            return self._send(request, plan, body_of(plan, data), carry_on=False)
         close = self._write_head(request, plan)
         if request.method == b"HEAD":
             return close
@@ -359,6 +382,7 @@ class HttpConnection(asyncio.Protocol):
         """Write the head of a streamed response; returns whether to close afterwards."""
         end = self._head_end(request, plan)
         self.transport.write(plan.head + end)
+        self._head_sent = True
         head_only = request.method == b"HEAD"
         self.site.log_request(self.peer, request, plan.status, 0 if head_only else plan.length)
         return end.endswith(_END_CLOSE)
@@ -389,7 +413,11 @@ class HttpConnection(asyncio.Protocol):
         return close
 
     def _send_error(self, request: Request, status: int, detail: str = "") -> None:
-        plan = error_plan(status, detail)
+        """An error instead of the response; after a head went out, only closing is honest."""
+        if self._head_sent:
+            self.abort()
+            return
+        plan = self.site.responder.error(status, detail)
         self._send(request, plan, plan.body)
 
     def _finished(self) -> None:
@@ -415,7 +443,7 @@ class HttpConnection(asyncio.Protocol):
         log.info("%s: %d %s", self.peer, status, detail)
         self.site.stats.rejected += 1
         request = Request(b"-", self._url[:200] or b"-", b"", "1.1", {}, False, False)
-        plan = error_plan(status, detail, close=True)
+        plan = self.site.responder.error(status, detail, close=True)
         if self.busy or self.queue:
             self.queue.clear()
             if self.task is not None:
@@ -423,8 +451,10 @@ class HttpConnection(asyncio.Protocol):
         self._send(request, plan, plan.body)
 
     def close_idle(self) -> None:
+        """Close after what is written has been sent; the connection stays counted until the
+        transport reports it lost, so a draining server waits for those bytes too."""
         self.closed = True
-        self.site.connections.discard(self)
+        self.deadline = monotonic() + self.site.config.send_timeout
         if self.transport is not None:
             self.transport.close()
 
@@ -435,6 +465,6 @@ class HttpConnection(asyncio.Protocol):
 
     def check_deadline(self, now: float) -> None:
         """Called by the server's sweep: drop connections whose current phase took too long."""
-        if self.deadline and now > self.deadline and not self.closed:
+        if self.deadline and now > self.deadline:
             self.site.stats.timeouts += 1
             self.abort()

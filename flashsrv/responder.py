@@ -16,7 +16,7 @@ from flashsrv.conditional import evaluate_preconditions, if_range_allows_partial
 from flashsrv.content import DIRECTORY, FILE, FORBIDDEN, MISSING, Entry, OpenFile, Variant
 from flashsrv.httpdate import format_http_date
 from flashsrv.negotiation import choose_encoding
-from flashsrv.responses import build_head, error_headers, error_page
+from flashsrv.responses import HTML_TYPE, STATUS_HEADERS, build_head, error_page
 from flashsrv.site_rules import SiteRules
 
 ENCODING_PREFERENCE = ("br", "gzip")
@@ -56,18 +56,33 @@ class Plan:
     part_heads: list[bytes] = field(default_factory=list)
     trailer: bytes = b""
     close: bool = False
+    keep: list[tuple[str, str]] = field(default_factory=list)  # kept if a page replaces the body
 
 
-def error_plan(status: int, detail: str = "", close: bool = False) -> Plan:
+def error_plan(status: int, detail: str = "", close: bool = False,
+               keep: list[tuple[str, str]] | None = None,
+               extra: list[tuple[str, str]] | None = None) -> Plan:
+    """A small generated page for status; keep: headers that belong to the status itself
+    (Location, Content-Range, Allow) and survive a custom error page; extra: site headers."""
     body = error_page(status, detail)
-    return Plan(status, build_head(status, error_headers(status, len(body))), len(body), body,
-                close=close)
+    keep = [*(keep or []), *STATUS_HEADERS.get(status, [])]
+    headers = [("Content-Type", HTML_TYPE), ("Content-Length", str(len(body))), *keep,
+               *(extra or [])]
+    return Plan(status, build_head(status, headers), len(body), body, keep=keep, close=close)
 
 
-def redirect_plan(location: str) -> Plan:
-    body = error_page(301)
-    headers = [("Location", location), *error_headers(301, len(body))]
-    return Plan(301, build_head(301, headers), len(body), body)
+def body_of(plan: Plan, data: bytes) -> bytes:
+    """The body a plan promises, cut from the whole representation's bytes."""
+    if plan.part_heads:
+        pieces = []
+        for head, (start, end) in zip(plan.part_heads, plan.spans, strict=True):
+            pieces += (head, data[start : end + 1])
+        pieces.append(plan.trailer)
+        return b"".join(pieces)
+    if plan.length != len(data):
+        start, end = plan.spans[0]
+        return data[start : end + 1]
+    return data
 
 
 class Responder:
@@ -75,6 +90,11 @@ class Responder:
 
     def __init__(self, rules: SiteRules) -> None:
         self.rules = rules
+
+    def error(self, status: int, detail: str = "", close: bool = False,
+              keep: list[tuple[str, str]] | None = None) -> Plan:
+        """An error (or redirect) response carrying the site's extra headers."""
+        return error_plan(status, detail, close, keep, self.rules.extra_headers)
 
     # -- the handler: which representation, and its full 200 head -----------------------------
 
@@ -91,8 +111,9 @@ class Responder:
         cache_control = self.rules.cache_control(entry.served_path)
         if cache_control:
             headers.append(("Cache-Control", cache_control))
-        if len(entry.variants) > 1:
-            headers.append(("Vary", "Accept-Encoding"))
+        vary = [*(["Accept-Encoding"] if len(entry.variants) > 1 else []), *entry.vary]
+        if vary:
+            headers.append(("Vary", ", ".join(vary)))
         return headers
 
     def _representation_headers(self, entry: Entry, variant: Variant) -> list[tuple[str, str]]:
@@ -126,9 +147,9 @@ class Responder:
             if not request.path.endswith(b"/"):
                 return self.directory_redirect(request)
             if not entry.variants:
-                return error_plan(403, "directory listing is not enabled")
+                return self.error(403, "directory listing is not enabled")
         elif kind != FILE:
-            return error_plan({MISSING: 404, FORBIDDEN: 403}.get(kind, 500))
+            return self.error({MISSING: 404, FORBIDDEN: 403}.get(kind, 500))
         variant = self.select(request, entry)
         if request.conditional:
             plan = self._conditional(request, entry, variant)
@@ -146,7 +167,7 @@ class Responder:
         location = request.path.decode("latin-1") + "/"
         if request.query:
             location += "?" + request.query.decode("latin-1")
-        return redirect_plan(location)
+        return self.error(301, keep=[("Location", location)])
 
     def _conditional(self, request: Request, entry: Entry, variant: Variant) -> Plan | None:
         """The precondition and range steps; None when the plain 200 stands."""
@@ -158,7 +179,7 @@ class Responder:
         if status == 304:
             return Plan(304, self.head_304(entry, variant))
         if status == 412:
-            return error_plan(412)
+            return self.error(412)
         range_value = headers.get("range")
         if range_value is None or request.method != b"GET":
             return None
@@ -167,10 +188,7 @@ class Responder:
         size = variant.file.size
         spans = ranges.parse_range(range_value, size)
         if spans is ranges.UNSATISFIABLE:
-            body = error_page(416)
-            extra = [("Content-Range", ranges.unsatisfied_range(size))]
-            return Plan(416, build_head(416, extra + error_headers(416, len(body))),
-                        len(body), body)
+            return self.error(416, keep=[("Content-Range", ranges.unsatisfied_range(size))])
         if spans is None:
             return None
         return self._partial(entry, variant, spans)

@@ -53,12 +53,9 @@ def error_page(status: int, detail: str = "") -> bytes:
     ).encode()
 
 
-def error_headers(status: int, length: int, ctype: str = HTML_TYPE) -> list[tuple[str, str]]:
-    headers = [("Content-Type", ctype), ("Content-Length", str(length))]
-    if status == 405:
-        headers.append(("Allow", ALLOWED_METHODS))
-    elif status == 503:
-        headers.append(("Retry-After", "1"))
-    elif status == 416:
-        pass
-    return headers
+# Headers that belong to a status itself, whatever body goes with it.
+STATUS_HEADERS: dict[int, list[tuple[str, str]]] = {
+    405: [("Allow", ALLOWED_METHODS)],
+    503: [("Retry-After", "1")],
+}
+

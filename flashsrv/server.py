@@ -138,11 +138,13 @@ def _rules_and_log(config: Config, content: Content
     rules = SiteRules(cache_rules=config.cache_control, extra_headers=config.headers)
     if config.default_cache_control is not None:
         rules.default_cache_control = config.default_cache_control
-    documents = SiteDocuments(content, config.error_pages, config.fallback, config.listing)
+    responder = Responder(rules)
+    documents = SiteDocuments(content, responder, config.error_pages, config.fallback,
+                              config.listing)
     access_log = None
     if config.access_log != "off":
         access_log = AccessLog(config.access_log, config.access_log_format)
-    return Responder(rules), documents, access_log
+    return responder, documents, access_log
 
 
 def build_site(config: Config, root: str, fd_limit: int) -> Site:
@@ -201,11 +203,12 @@ async def _drain(site: Site, grace: float) -> None:
     deadline = time.monotonic() + grace
     while site.connections and time.monotonic() < deadline:
         for conn in list(site.connections):
-            if not conn.busy and not conn.queue and not conn.write_paused:
+            if not conn.closed and not conn.busy and not conn.queue and not conn.write_paused:
                 conn.close_idle()
         await asyncio.sleep(0.05)
     for conn in list(site.connections):
         conn.abort()
+    await asyncio.sleep(0)  # let the aborted transports report connection_lost
 
 
 async def serve_forever(config: Config, sock: socket.socket, root: str, fd_limit: int,

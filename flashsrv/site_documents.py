@@ -9,64 +9,95 @@ fetched through the content layer (so it is cached and revalidated like any file
 from __future__ import annotations
 
 import posixpath
+import zlib
 from urllib.parse import unquote
 
 from flashsrv.content import DIRECTORY, FILE, Content, Entry
 from flashsrv.listing import render_listing
-from flashsrv.responder import Plan, Request, error_plan
+from flashsrv.responder import Plan, Request, Responder
 from flashsrv.responses import HTML_TYPE, build_head
 
 # Paths with these extensions are assets: a missing one is a real 404, never the app shell.
 _PAGE_EXTENSIONS = frozenset({"", ".html", ".htm"})
 
 
+def accepts_html(accept: str) -> bool:
+    """Whether an Accept field explicitly asks for text/html with a non-zero q-value: what a
+    browser navigating to a page sends (a script's `*/*` does not count)."""
+    for member in accept.split(","):
+        media, *params = member.split(";")
+        if media.strip().lower() != "text/html":
+            continue
+        for param in params:
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
+
+
 class SiteDocuments:
-    def __init__(self, content: Content, error_pages: dict[int, str], fallback: str | None,
-                 listing: bool) -> None:
+    def __init__(self, content: Content, responder: Responder, error_pages: dict[int, str],
+                 fallback: str | None, listing: bool) -> None:
         self.content = content
+        self.responder = responder
         self.error_pages = error_pages
         self.fallback_page = fallback
         self.listing = listing
 
-    async def _document(self, relpath: str) -> Entry:
-        key = b"\x00document:" + relpath.encode()
+    async def _document(self, kind: bytes, relpath: str) -> Entry:
+        key = b"\x00" + kind + b":" + relpath.encode()
         return self.content.fresh(key) or await self.content.resolve(key, relpath)
 
     async def fallback(self, request: Request) -> Entry | None:
-        """The SPA fallback entry for a missing page that a browser navigates to, else None."""
-        if self.fallback_page is None:
-            return None
-        accept = request.headers.get("accept", "")
-        if "text/html" not in accept and "*/*" not in accept:
+        """The SPA fallback entry for a missing page that a browser navigates to, else None.
+
+        Its responses say `Vary: Accept`: the same URL is a 404 for a client that does not
+        ask for HTML.
+        """
+        if self.fallback_page is None or not accepts_html(request.headers.get("accept", "")):
             return None
         name = posixpath.basename(unquote(request.path.decode("latin-1")))
         if posixpath.splitext(name)[1].lower() not in _PAGE_EXTENSIONS:
             return None
-        entry = await self._document(self.fallback_page)
-        return entry if entry.kind == FILE else None
+        entry = await self._document(b"fallback", self.fallback_page)
+        if entry.kind != FILE:
+            return None
+        entry.vary = ("Accept",)
+        return entry
 
-    async def replace(self, request: Request, plan: Plan, entry: Entry) -> Plan:
+    async def replace(self, request: Request, plan: Plan, entry: Entry | None) -> Plan:
         """A listing for an index-less directory, or the configured page for an error status."""
-        if (self.listing and plan.status == 403 and entry.kind == DIRECTORY
-                and not entry.variants):
+        if (self.listing and plan.status == 403 and entry is not None
+                and entry.kind == DIRECTORY and not entry.variants):
             return await self._listing(request, entry)
         page = self.error_pages.get(plan.status)
         if page is None:
             return plan
-        document = await self._document(page)
+        document = await self._document(b"error-page", page)
         if document.kind != FILE:
             return plan
         file = document.variants["identity"].file
         body = self.content.cached_body(file) or await self.content.body(file)
-        headers = [("Content-Type", document.content_type), ("Content-Length", str(len(body)))]
+        headers = [("Content-Type", document.content_type), ("Content-Length", str(len(body))),
+                   *plan.keep, *self.responder.rules.extra_headers]
         return Plan(plan.status, build_head(plan.status, headers), len(body), body,
-                    close=plan.close)
+                    keep=plan.keep, close=plan.close)
 
     async def _listing(self, request: Request, entry: Entry) -> Plan:
         result = await self.content.listdir(entry.relpath)
         if result[0] != "listing":
-            return error_plan({"missing": 404, "forbidden": 403}.get(result[0], 500))
+            return self.responder.error({"missing": 404, "forbidden": 403}.get(result[0], 500))
         body = render_listing(unquote(request.path.decode("latin-1")), result[1])
+        # A listing has no file behind it: its validator is a checksum of the page itself.
+        etag = f'"l{zlib.crc32(body):08x}-{len(body):x}"'
+        if etag in request.headers.get("if-none-match", ""):
+            headers = [("ETag", etag), ("Cache-Control", "no-cache")]
+            return Plan(304, build_head(304, headers + self.responder.rules.extra_headers))
         headers = [("Content-Type", HTML_TYPE), ("Content-Length", str(len(body))),
-                   ("Cache-Control", "no-cache")]
+                   ("ETag", etag), ("Cache-Control", "no-cache"),
+                   *self.responder.rules.extra_headers]
         return Plan(200, build_head(200, headers), len(body), body)

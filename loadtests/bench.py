@@ -734,11 +734,14 @@ class _BulkConn:
     def feed(self, data: memoryview) -> bool:
         """Consume received bytes; True when the response is complete."""
         if self.left < 0 and not self.chunked:
-            self.head += bytes(data)
+            before = len(self.head)
+            self.head += bytes(data[:16384])  # copy the head only, never the body
             end = self.head.find(b"\r\n\r\n")
             if end < 0:
+                if len(self.head) > 65536:
+                    raise ValueError("bulk loader: response head too large")
                 return False
-            head, rest = self.head[:end], memoryview(self.head[end + 4:])
+            head, rest = self.head[:end], data[end + 4 - before:]
             self.head = b""
             if not head.startswith(b"HTTP/1.1 2"):
                 raise ValueError(f"bulk loader: unexpected response {head[:100]!r}")

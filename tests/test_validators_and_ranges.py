@@ -157,9 +157,20 @@ def test_if_modified_since_before_last_modified_gives_200(server: ServerProcess)
     assert resp.body == DATA
 
 
-@pytest.mark.parametrize("value", ["yesterday", "Sun, 13 Sep 2020 12:26:40", "", "0",
-                                   "Sun, 99 Foo 2020 12:26:40 GMT"])
+@pytest.mark.parametrize("value", ["yesterday", "", "0", "Sun, 99 Foo 2020 12:26:40 GMT",
+                                   "13/09/2020"])
 def test_unparseable_if_modified_since_is_ignored(server: ServerProcess, value: str) -> None:
+    resp = get(server, "/data.bin", {"If-Modified-Since": value})
+    assert resp.status == 200
+    assert resp.body == DATA
+
+
+@pytest.mark.parametrize("value", ["Sun, 13 Sep 2020 25:26:40 GMT",
+                                   "Sun, 13 Sep 2020 12:26:99 GMT"])
+def test_if_modified_since_with_out_of_range_time_fields_is_ignored(server: ServerProcess,
+                                                                    value: str) -> None:
+    """Hour 25 or second 99 is not a valid HTTP-date (RFC 9110 §5.6.7), so the field must be
+    ignored (§13.1.3), not rolled over into a later instant that then yields 304."""
     resp = get(server, "/data.bin", {"If-Modified-Since": value})
     assert resp.status == 200
     assert resp.body == DATA

@@ -1,0 +1,295 @@
+"""The admin endpoint's counters move with what really happens (requests by status, helper
+restarts, open connections, 503s), the endpoint is not part of the site, and overload is
+well-conditioned: with the helpers stuck and the helper queue full, requests that need the disk
+get a quick 503 with Retry-After while requests answered from memory keep flowing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from support import (
+    ResponseReader,
+    ServerProcess,
+    connect,
+    get,
+    pid_gone,
+    read_until_eof,
+    request_bytes,
+    start_server,
+    wait_until,
+)
+
+ADMIN_RE = re.compile(r"flashsrv admin endpoint on http://([^:\s]+):(\d+)")
+SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
+HOT = b"hot file, served from memory\n"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "hot.txt").write_bytes(HOT)
+    for i in range(30):
+        (www / f"cold{i}.txt").write_bytes(b"cold %d\n" % i)
+    return www
+
+
+def admin_address(server: ServerProcess) -> tuple[str, int]:
+    m = wait_until(lambda: next((m for line in server.stderr_lines
+                                 if (m := ADMIN_RE.search(line))), None), timeout=5)
+    assert m, f"no admin endpoint announced: {server.stderr_text()[-500:]}"
+    return m.group(1), int(m.group(2))
+
+
+def admin_get(server: ServerProcess, path: str) -> tuple[int, dict[str, str], bytes]:
+    host, port = admin_address(server)
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n".encode())
+        data = read_until_eof(s, timeout=5)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    assert int(headers["content-length"]) == len(body)
+    return int(lines[0].split()[1]), headers, body
+
+
+def metrics(server: ServerProcess) -> dict[str, float]:
+    """The /metrics samples as {'name{labels}': value}; checks the exposition format too."""
+    status, headers, body = admin_get(server, "/metrics")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain; version=0.0.4")
+    out = {}
+    for line in body.decode().splitlines():
+        if not line or line.startswith("#"):
+            assert not line or line.startswith(("# HELP ", "# TYPE ")), line
+            continue
+        m = SAMPLE_RE.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def requests_with(status: int, sample: dict[str, float]) -> float:
+    return sample.get(f'flashsrv_requests_total{{status="{status}"}}', 0.0)
+
+
+# --- the admin endpoint ---------------------------------------------------------------------
+
+
+def test_request_counters_move_by_status(root: Path):
+    server = start_server(root, "--admin-port", "0", "--access-log", "off")
+    try:
+        before = metrics(server)
+        for _ in range(3):
+            assert get(server, "/hot.txt").status == 200
+        for _ in range(2):
+            assert get(server, "/nothing-here").status == 404
+        assert get(server, "/hot.txt", method="DELETE").status == 405
+        after = metrics(server)
+        assert requests_with(200, after) - requests_with(200, before) == 3
+        assert requests_with(404, after) - requests_with(404, before) == 2
+        assert requests_with(405, after) - requests_with(405, before) == 1
+        assert after["flashsrv_bytes_sent_total"] - before["flashsrv_bytes_sent_total"] \
+            >= 3 * len(HOT)
+        assert after["flashsrv_data_cache_bytes"] >= len(HOT)
+        assert after["flashsrv_event_loop_lag_seconds"] < 1.0
+    finally:
+        server.stop()
+
+
+def test_helper_restarts_counted_after_a_kill(root: Path):
+    server = start_server(root, "--admin-port", "0", "--helpers", "2", "--access-log", "off")
+    try:
+        pids = wait_until(lambda: len(p := server.helper_pids()) == 2 and p, timeout=5)
+        assert pids
+        before = metrics(server)["flashsrv_helper_restarts"]
+        os.kill(pids[0], signal.SIGKILL)
+        assert wait_until(lambda: metrics(server)["flashsrv_helper_restarts"] == before + 1,
+                          timeout=3), "helper restart not counted"
+        assert wait_until(lambda: metrics(server)["flashsrv_helpers"] == 2, timeout=3)
+        assert get(server, "/cold1.txt").status == 200
+    finally:
+        server.stop()
+
+
+def test_open_connections_gauge_follows_the_clients(root: Path):
+    server = start_server(root, "--admin-port", "0", "--keepalive-timeout", "30",
+                          "--access-log", "off")
+    socks = []
+    try:
+        assert wait_until(lambda: metrics(server)["flashsrv_open_connections"] == 0, 3)
+        for _ in range(7):
+            s = connect(server)
+            s.sendall(request_bytes(server, "/hot.txt"))
+            assert ResponseReader(s).read().status == 200
+            socks.append(s)
+        assert metrics(server)["flashsrv_open_connections"] == 7
+        for s in socks[:4]:
+            s.close()
+        assert wait_until(lambda: metrics(server)["flashsrv_open_connections"] == 3, 3), \
+            metrics(server)["flashsrv_open_connections"]
+    finally:
+        for s in socks:
+            s.close()
+        server.stop()
+
+
+def test_admin_is_on_loopback_and_not_part_of_the_site(root: Path):
+    server = start_server(root, "--admin-port", "0", "--access-log", "off")
+    try:
+        host, port = admin_address(server)
+        assert host == "127.0.0.1"
+        assert port != server.port
+        status, _, body = admin_get(server, "/healthz")
+        assert (status, body) == (200, b"ok\n")
+        for path in ("/metrics", "/healthz"):
+            r = get(server, path)
+            assert r.status == 404, f"{path} on the site port: {r.status}"
+            assert b"flashsrv_" not in r.body
+        # The admin endpoint serves no site files either.
+        status, _, body = admin_get(server, "/hot.txt")
+        assert status == 404 and HOT not in body
+    finally:
+        server.stop()
+
+
+def test_healthz_says_stopping_while_draining(root: Path):
+    (root / "big.bin").write_bytes(b"\0" * (16 << 20))
+    server = start_server(root, "--admin-port", "0", "--grace", "3", "--access-log", "off")
+    try:
+        with socket.socket() as s:  # a download in flight keeps the drain going
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+            s.connect((server.host, server.port))
+            s.sendall(request_bytes(server, "/big.bin"))
+            s.recv(1024)
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            try:
+                status, _, body = admin_get(server, "/healthz")
+            except OSError:
+                status, body = None, b""  # the admin socket closed with the listener: fine
+            assert status in (None, 503), (status, body)
+        assert server.proc.wait(6) == 0
+    finally:
+        server.stop()
+
+
+def test_metrics_survive_hostile_admin_requests(root: Path):
+    server = start_server(root, "--admin-port", "0", "--access-log", "off")
+    try:
+        host, port = admin_address(server)
+        for raw in (b"\x00\xff garbage\r\n\r\n", b"GET /metrics HTTP/9.9\r\n\r\n",
+                    b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n"):
+            with socket.create_connection((host, port), timeout=5) as s:
+                with contextlib.suppress(OSError):
+                    s.sendall(raw)
+                data = read_until_eof(s, timeout=5)
+            assert data == b"" or data.startswith(b"HTTP/1.1 4"), data[:80]
+        assert metrics(server)["flashsrv_helpers"] >= 1
+        assert server.proc.poll() is None
+    finally:
+        server.stop()
+
+
+# --- overload ---------------------------------------------------------------------------------
+
+
+def _overload_server(root: Path) -> tuple[ServerProcess, int]:
+    server = start_server(root, "--helpers", "1", "--helper-queue", "4", "--helper-timeout",
+                          "5", "--admin-port", "0", "--access-log", "off")
+    pids = wait_until(lambda: len(p := server.helper_pids()) == 1 and p, timeout=5)
+    assert pids
+    return server, pids[0]
+
+
+def _flood_cold(server: ServerProcess, n: int) -> list[tuple[socket.socket, float]]:
+    socks = []
+    for i in range(n):
+        s = connect(server, timeout=10)
+        s.sendall(request_bytes(server, f"/cold{i}.txt", close=True))
+        socks.append((s, time.monotonic()))
+    return socks
+
+
+def test_saturated_helpers_give_quick_503s_while_cached_files_flow(root: Path):
+    server, helper = _overload_server(root)
+    socks: list[tuple[socket.socket, float]] = []
+    try:
+        for _ in range(2):
+            assert get(server, "/hot.txt").status == 200  # now in the caches
+        os.kill(helper, signal.SIGSTOP)
+        socks = _flood_cold(server, 20)
+        quick_503 = 0
+        for s, sent_at in socks[5:]:  # 1 at the stuck helper + 4 queued; the rest overflow
+            s.settimeout(3)
+            r = ResponseReader(s).read()
+            assert r.status == 503, r.status
+            assert r.header("retry-after") == "1"
+            if time.monotonic() - sent_at < 1.0:
+                quick_503 += 1
+        assert quick_503 == 15, f"only {quick_503} of 15 overflow requests got a quick 503"
+        start = time.monotonic()
+        r = get(server, "/hot.txt")
+        assert r.status == 200 and r.body == HOT
+        assert time.monotonic() - start < 0.5
+        sample = metrics(server)
+        assert sample["flashsrv_helper_queue"] == 4
+        assert sample["flashsrv_helper_rejected"] >= 15
+        assert requests_with(503, sample) >= 15
+    finally:
+        if not pid_gone(helper):
+            os.kill(helper, signal.SIGCONT)
+        for s, _ in socks:
+            s.close()
+        server.stop()
+
+
+def test_queued_requests_are_answered_once_the_helper_resumes(root: Path):
+    server, helper = _overload_server(root)
+    socks: list[tuple[socket.socket, float]] = []
+    try:
+        os.kill(helper, signal.SIGSTOP)
+        socks = _flood_cold(server, 5)  # exactly the helper's job + the queue
+        time.sleep(0.3)
+        os.kill(helper, signal.SIGCONT)
+        for i, (s, _) in enumerate(socks):
+            s.settimeout(5)
+            r = ResponseReader(s).read()
+            assert (r.status, r.body) == (200, b"cold %d\n" % i)
+    finally:
+        if not pid_gone(helper):
+            os.kill(helper, signal.SIGCONT)
+        for s, _ in socks:
+            s.close()
+        server.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="DEFECT D9: a cached file whose path entry is older than "
+                   "the 1 s revalidation interval needs a helper lookup before it is served, so "
+                   "with the helpers saturated it gets a 503 although its bytes are in memory")
+def test_cached_file_still_flows_when_saturation_outlasts_the_revalidation_interval(root):
+    server, helper = _overload_server(root)
+    socks: list[tuple[socket.socket, float]] = []
+    try:
+        assert get(server, "/hot.txt").status == 200
+        os.kill(helper, signal.SIGSTOP)
+        socks = _flood_cold(server, 20)
+        time.sleep(1.5)  # the helpers stay saturated longer than REVALIDATE_AFTER
+        start = time.monotonic()
+        r = get(server, "/hot.txt")
+        assert r.status == 200 and r.body == HOT, r.status
+        assert time.monotonic() - start < 0.5
+    finally:
+        if not pid_gone(helper):
+            os.kill(helper, signal.SIGCONT)
+        for s, _ in socks:
+            s.close()
+        server.stop()
