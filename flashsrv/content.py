@@ -1,9 +1,10 @@
 """The content layer: Flash's caches, and the decision "from memory now, or ask the disk first".
 
 - Pathname-translation cache (`PathCache`): request path -> `Entry` (open files and their facts).
-  An entry is trusted for REVALIDATE_AFTER seconds; after that the next request re-runs the
-  lookup on the disk layer and compares file identities, so a file changed on disk (mtime, size
-  or inode, including replacement by rename) is served fresh within about a second.
+  An entry is trusted for TRUST_FOR seconds, then refreshed by a lookup on the disk layer (in
+  the background while it is younger than STALE_AFTER) that compares file identities, so a file
+  changed on disk (mtime, size or inode, including replacement by rename) is served fresh
+  within a second, and a hot file never waits for the disk.
 - Response-header cache: each `Variant` memoises its response heads (`Variant.heads`).
 - File-data cache (`DataCache`): whole small files keyed by file identity, LRU, bounded in bytes.
 
@@ -24,18 +25,39 @@ import time
 from collections import OrderedDict
 from functools import partial
 
-from flashsrv.disk import Disk, close_fds
+from flashsrv.disk import Disk, DiskUnavailable, close_fds
 from flashsrv.mime import content_type, is_compressible
 
 log = logging.getLogger("flashsrv.content")
 
-REVALIDATE_AFTER = 1.0
+# An entry is answered from without a look for TRUST_FOR seconds; until STALE_AFTER it is still
+# answered from while a lookup runs in the background; after that a request waits for the
+# lookup. So a change on disk is seen within STALE_AFTER, and hot files never wait.
+TRUST_FOR = 0.5
+STALE_AFTER = 1.0
 # Smaller bodies fit one packet anyway: compressing them saves nothing worth the CPU.
 COMPRESS_MIN = 256
 # Precompressed siblings looked up beside every file: suffix -> content-coding.
 SIBLING_CODINGS = {".br": "br", ".gz": "gzip"}
 
 FILE, DIRECTORY, MISSING, FORBIDDEN, ERROR = "file", "dir", "missing", "forbidden", "error"
+
+
+class FileChanged(Exception):
+    """A file's bytes changed under a descriptor we hold (rewritten in place, truncated):
+    what was read may mix two versions, so it must not be sent as either."""
+
+
+def check_unchanged(file: OpenFile) -> None:
+    """Raise FileChanged unless the open file still has the size and mtime it was opened with.
+
+    fstat of a descriptor we hold reads the in-memory inode, so this cannot wait for the disk.
+    The kernel updates mtime before it copies a write's data, so a read that overlapped a
+    write is always caught by a check made after it.
+    """
+    st = os.fstat(file.fd)
+    if st.st_mtime_ns != file.mtime_ns or st.st_size != file.size:
+        raise FileChanged
 
 
 class OpenFile:
@@ -92,7 +114,8 @@ class Variant:
 class Entry:
     """The translation of one request path: what is there, and its open variants."""
 
-    __slots__ = ("checked_at", "content_type", "kind", "relpath", "variants", "vary")
+    __slots__ = ("checked_at", "content_type", "directory", "kind", "relpath", "variants",
+                 "vary")
 
     def __init__(self, kind: str, relpath: str, variants: dict[str, Variant] | None = None,
                  ctype: str = "") -> None:
@@ -101,6 +124,7 @@ class Entry:
         self.variants = variants or {}
         self.content_type = ctype
         self.checked_at = time.monotonic()
+        self.directory = False  # looked up for a path that ended in a slash
         self.vary: tuple[str, ...] = ()  # request fields beyond Accept-Encoding that chose it
 
     @property
@@ -204,9 +228,17 @@ class Content:
     # -- pathname translation ----------------------------------------------------------------
 
     def fresh(self, key: bytes) -> Entry | None:
-        """The cached entry for key if it was checked recently enough to answer from memory."""
+        """The cached entry for key if it was checked recently enough to answer from memory
+        (starting a background lookup when it is getting old), else None."""
         entry = self.paths.get(key)
-        if entry is not None and time.monotonic() - entry.checked_at < REVALIDATE_AFTER:
+        if entry is None:
+            return None
+        age = time.monotonic() - entry.checked_at
+        if age < TRUST_FOR:
+            return entry
+        if age < STALE_AFTER:
+            if key not in self._pending:
+                self._start_lookup(key, entry.relpath, entry.directory)
             return entry
         return None
 
@@ -217,12 +249,14 @@ class Content:
         client going away cannot cancel it for the others. A path that ends in a slash
         (directory) names nothing when it finds a regular file, as in nginx.
         """
-        task = self._pending.get(key)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._refresh(key, relpath, directory))
-            self._pending[key] = task
-            task.add_done_callback(partial(self._lookup_done, key))
+        task = self._pending.get(key) or self._start_lookup(key, relpath, directory)
         return await asyncio.shield(task)
+
+    def _start_lookup(self, key: bytes, relpath: str, directory: bool) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(self._refresh(key, relpath, directory))
+        self._pending[key] = task
+        task.add_done_callback(partial(self._lookup_done, key))
+        return task
 
     def _lookup_done(self, key: bytes, task: asyncio.Task) -> None:
         del self._pending[key]
@@ -234,6 +268,7 @@ class Content:
         new = await self._lookup(relpath, prefetch=0 if old else self.max_object)
         if directory and new.kind == FILE:
             new = Entry(MISSING, relpath)
+        new.directory = directory
         if old is not None and old.same_files(new):
             old.checked_at = new.checked_at
             return old
@@ -273,6 +308,9 @@ class Content:
         entry.variants["gzip"] = Variant(file, "gzip")
 
     def _variants(self, facts: list, fds: list[int]) -> dict[str, Variant]:
+        if len(facts) != len(fds):
+            close_fds(fds)
+            raise DiskUnavailable("the descriptors of a lookup did not all arrive")
         variants = {}
         for (suffix, size, mtime_ns, ino, dev, data), fd in zip(facts, fds, strict=True):
             file = OpenFile(fd, size, mtime_ns, ino, dev)
@@ -291,7 +329,10 @@ class Content:
         """The whole file from the data cache or a read that cannot block; None: ask the disk."""
         data = self.data.get(file.identity)
         if data is None and file.fd >= 0 and file.size <= self.max_object:
-            data = self.read_nowait(file, 0, file.size)
+            try:
+                data = self.read_nowait(file, 0, file.size)
+            except FileChanged:
+                return None
             if data is not None:
                 self.data.put(file.identity, data)
         return data
@@ -299,18 +340,19 @@ class Content:
     async def body(self, file: OpenFile | GeneratedFile) -> bytes:
         if isinstance(file, GeneratedFile):
             data = await self.disk.gzip(file.source.fd, file.source.size)
+            check_unchanged(file.source)
         else:
             data = await self.disk.read(file.fd, 0, file.size)
+            check_unchanged(file)
         self.disk_reads += 1
-        if len(data) == file.size:
-            self.data.put(file.identity, data)
+        if len(data) != file.size:
+            raise FileChanged
+        self.data.put(file.identity, data)
         return data
 
-    def read_nowait(self, file: OpenFile, offset: int, length: int) -> bytes | None:
-        """Bytes at offset if they are all in the page cache right now, else None.
-
-        Fewer bytes than asked for means the file is shorter than it was at open time.
-        """
+    def read_nowait(self, file: OpenFile, offset: int, length: int) -> bytearray | None:
+        """Bytes at offset if they are all in the page cache right now, else None; raises
+        FileChanged if the file is no longer the version that was opened."""
         if not self._use_nowait or self._nowait_devices.get(file.dev) is False:
             return None
         buf = bytearray(length)
@@ -333,13 +375,18 @@ class Content:
             raise
         self._nowait_devices[file.dev] = True
         self.nowait_reads += 1
+        check_unchanged(file)
         if got < length:
-            del buf[got:]
-        return bytes(buf)
+            raise FileChanged
+        return buf
 
-    async def read(self, file: OpenFile, offset: int, length: int) -> bytes:
+    async def read(self, file: OpenFile, offset: int, length: int) -> bytes | bytearray:
+        """length bytes at offset of the version that was opened, or FileChanged."""
         data = self.read_nowait(file, offset, length)
         if data is None:
             self.disk_reads += 1
             data = await self.disk.read(file.fd, offset, length)
+            check_unchanged(file)
+            if len(data) < length:
+                raise FileChanged
         return data

@@ -45,13 +45,14 @@ class _Job:
 
 
 class _Helper:
-    __slots__ = ("decoder", "fds", "job", "proc", "sock")
+    __slots__ = ("decoder", "fds", "fds_lost", "job", "proc", "sock")
 
     def __init__(self, proc: subprocess.Popen, sock: socket.socket) -> None:
         self.proc = proc
         self.sock = sock
         self.decoder = FrameDecoder()
         self.fds: list[int] = []
+        self.fds_lost = False  # the kernel dropped descriptors we had no room for (EMFILE)
         self.job: _Job | None = None
 
 
@@ -176,12 +177,14 @@ class HelperPool(Disk):
 
     def _on_readable(self, helper: _Helper) -> None:
         try:
-            data, fds, _flags, _addr = socket.recv_fds(helper.sock, RECV_BYTES, MAX_FDS)
+            data, fds, flags, _addr = socket.recv_fds(helper.sock, RECV_BYTES, MAX_FDS)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data, fds = b"", []
+            data, fds, flags = b"", [], 0
         helper.fds.extend(fds)
+        if flags & socket.MSG_CTRUNC:
+            helper.fds_lost = True
         if not data:
             self._on_death(helper, "it exited")
             return
@@ -193,12 +196,17 @@ class HelperPool(Disk):
         for _job_id, result in messages:
             job, helper.job = helper.job, None
             fds, helper.fds = helper.fds, []
+            fds_lost, helper.fds_lost = helper.fds_lost, False
             if job is None:
                 close_fds(fds)
                 continue
             job.timer.cancel()
             if job.future.done():  # the request went away meanwhile
                 close_fds(fds)
+            elif fds_lost:
+                close_fds(fds)
+                log.error("out of file descriptors: a helper's open files were dropped")
+                job.future.set_exception(DiskUnavailable("out of file descriptors"))
             else:
                 job.future.set_result((result, fds))
             self._make_idle(helper)

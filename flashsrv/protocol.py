@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from flashsrv.content import MISSING, Entry
+from flashsrv.content import MISSING, Entry, FileChanged
 from flashsrv.disk import DiskUnavailable
 from flashsrv.responder import Plan, Request, body_of, error_plan
 from flashsrv.urlpath import BadTarget, split_target, to_target
@@ -44,8 +44,10 @@ SMALL_WRITE = 64 * 1024
 # The request headers the response depends on; all others are counted and dropped.
 SEMANTIC_HEADERS = frozenset({
     b"accept", b"accept-encoding", b"if-match", b"if-none-match", b"if-modified-since",
-    b"if-unmodified-since", b"if-range", b"range",
+    b"if-unmodified-since", b"if-range", b"range", b"expect", b"transfer-encoding",
 })
+# A GET or HEAD body means nothing here; beyond this size it is refused rather than drained.
+MAX_BODY_BYTES = 1 << 20
 CONDITIONAL_HEADERS = frozenset({
     b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"range",
 })
@@ -63,12 +65,13 @@ class Reject(Exception):
         self.detail = detail
 
 
-class Truncated(Exception):
-    """The file became shorter than the Content-Length we already sent."""
+# Stands in for the request line of something that could not be parsed (for the access log).
+_UNPARSED = Request(b"-", b"-", b"", "1.1", {}, False, False)
 
 
 class HttpConnection(asyncio.Protocol):
     __slots__ = (
+        "_body_bytes",
         "_conditional",
         "_drain",
         "_has_host",
@@ -79,6 +82,7 @@ class HttpConnection(asyncio.Protocol):
         "_in_head",
         "_last_request_seen",
         "_pending_head",
+        "_rejected",
         "_url",
         "_version",
         "busy",
@@ -97,7 +101,7 @@ class HttpConnection(asyncio.Protocol):
         self.site = site
         self.transport: asyncio.Transport | None = None
         self.parser = HttpRequestParser(self)
-        self.queue: deque[Request] = deque()
+        self.queue: deque[Request | Plan] = deque()
         self.busy = False
         self.closed = False
         self.write_paused = False
@@ -107,6 +111,7 @@ class HttpConnection(asyncio.Protocol):
         self._drain: asyncio.Future | None = None
         self._version = "1.1"
         self._head_sent = False
+        self._rejected = False
         self._last_request_seen = False
         self._next_message()
 
@@ -153,7 +158,7 @@ class HttpConnection(asyncio.Protocol):
             self._run_queue()
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self._rejected:
             return
         try:
             self.parser.feed_data(data)
@@ -192,6 +197,7 @@ class HttpConnection(asyncio.Protocol):
         self._conditional = False
         self._head_bytes = 0
         self._pending_head = 0
+        self._body_bytes = 0
         self._in_head = True
 
     def on_url(self, url: bytes) -> None:
@@ -227,16 +233,28 @@ class HttpConnection(asyncio.Protocol):
             raise Reject(505, f"HTTP/{version} is not supported")
         if version == "1.1" and not self._has_host:
             raise Reject(400, "HTTP/1.1 request without Host")
+        if (self._headers.get("expect", "").lower() == "100-continue" and version == "1.1"
+                and not self.busy and not self.queue):
+            # The client holds its body back until told to send it; its final answer (which
+            # never depends on the body here) follows once the body has been read.
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        """A body on GET/HEAD means nothing to a static server: it is read and dropped."""
-        self.deadline = monotonic() + self.site.config.header_timeout
+        """A body on GET/HEAD means nothing to a static server: it is read and dropped, and
+        must arrive within the deadline set when the head was complete (no re-arming, so a
+        body trickled byte by byte cannot hold the connection)."""
+        self._body_bytes += len(body)
+        if self._body_bytes > MAX_BODY_BYTES:
+            raise Reject(413, "request body too large")
 
     def on_message_complete(self) -> None:
         parser = self.parser
         url = self._url
         headers = self._headers
         conditional = self._conditional
+        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        if "transfer-encoding" in headers and self._version == "1.0":
+            keep_alive = False  # RFC 9112 §6.1: framing a 1.0 peer cannot have meant
         self._next_message()
         if url.startswith(b"/") and b"?" not in url and b"#" not in url:
             path, query = url, b""
@@ -245,8 +263,8 @@ class HttpConnection(asyncio.Protocol):
                 path, query = split_target(url)
             except BadTarget as exc:
                 raise Reject(exc.status, exc.reason) from None
-        request = Request(parser.get_method(), path, query, self._version, headers,
-                          parser.should_keep_alive(), conditional)
+        request = Request(parser.get_method(), path, query, self._version, headers, keep_alive,
+                          conditional)
         if self.busy or self.queue or self.write_paused:
             self.queue.append(request)
             if len(self.queue) >= MAX_PIPELINE:
@@ -286,27 +304,21 @@ class HttpConnection(asyncio.Protocol):
         self._head_sent = False
         try:
             try:
-                plan, entry = await self._plan(request, entry)
-            except BadTarget as exc:
-                log.info("%s %r: %s", self.peer, request.path, exc.reason)
-                plan = site.responder.error(exc.status, exc.reason)
-            if plan.status >= 400 and plan.file is None:
-                plan = await site.documents.replace(request, plan, entry)
-            if plan.file is None:
-                self._send(request, plan, plan.body)
-            elif await self._send_file(request, plan):
-                self.close_idle()
+                await self._answer(request, entry)
+            except FileChanged:
+                if self._head_sent:
+                    raise
+                # Nothing sent yet: look the file up again and answer with its new version.
+                await self._answer(request, None)
         except asyncio.CancelledError:
             return
         except DiskUnavailable as exc:
             log.error("%s %r: %s", self.peer, request.path, exc)
             site.stats.unavailable += 1
             self._send_error(request, 503, "the server is busy, try again")
-        except Truncated:
-            log.error("%s %r: file shrank while being sent; connection closed",
-                      self.peer, request.path)
-            self.abort()
-            return
+        except FileChanged:
+            log.error("%s %r: the file changed while being sent", self.peer, request.path)
+            self._send_error(request, 503, "the file changed while being read, try again")
         except ConnectionError:
             return
         except OSError as exc:
@@ -320,13 +332,36 @@ class HttpConnection(asyncio.Protocol):
             self.task = None
         self._finished()
 
+    async def _answer(self, request: Request, entry: Entry | None) -> None:
+        site = self.site
+        try:
+            plan, entry = await self._plan(request, entry)
+        except BadTarget as exc:
+            log.info("%s %r: %s", self.peer, request.path, exc.reason)
+            plan = site.responder.error(exc.status, exc.reason)
+        if plan.status >= 400 and plan.file is None:
+            plan = await site.documents.replace(request, plan, entry)
+        if plan.file is None:
+            self._send(request, plan, plan.body)
+        elif await self._send_file(request, plan):
+            self.close_idle()
+
     async def _plan(self, request: Request, entry: Entry | None) -> tuple[Plan, Entry]:
         """Translate the path if the cache could not, then decide the response."""
         site = self.site
         if entry is None:
             target = to_target(request.path, site.config.show_dotfiles)
-            entry = await site.content.resolve(request.path, target.relpath,
-                                               target.directory and target.relpath != "")
+            try:
+                entry = await site.content.resolve(request.path, target.relpath,
+                                                   target.directory and target.relpath != "")
+            except DiskUnavailable:
+                # Stale if error: an entry we had is better than a 503 while the disk
+                # layer is saturated (the next request looks again).
+                entry = site.content.paths.get(request.path)
+                if entry is None:
+                    raise
+                log.warning("%s %r: disk layer unavailable, answering from a stale entry",
+                            self.peer, request.path)
         if entry.kind == MISSING:
             entry = await site.documents.fallback(request) or entry
         return site.responder.respond(request, entry), entry
@@ -339,8 +374,6 @@ class HttpConnection(asyncio.Protocol):
         file = plan.file
         if file.size <= content.max_object:
             data = content.cached_body(file) or await content.body(file)
-            if len(data) < file.size:
-                raise Truncated
             return self._send(request, plan, body_of(plan, data), carry_on=False)
         close = self._write_head(request, plan)
         if request.method == b"HEAD":
@@ -351,8 +384,6 @@ class HttpConnection(asyncio.Protocol):
             offset = start
             while offset <= end:
                 data = await content.read(file, offset, min(STREAM_CHUNK, end + 1 - offset))
-                if not data:
-                    raise Truncated
                 self.transport.write(data)
                 offset += len(data)
                 if self.write_paused:
@@ -434,21 +465,35 @@ class HttpConnection(asyncio.Protocol):
     def _run_queue(self) -> None:
         queue = self.queue
         while queue and not self.busy and not self.write_paused and not self.closed:
-            self._dispatch(queue.popleft())
-        if not queue and not self.closed and self.transport is not None:
+            item = queue.popleft()
+            if isinstance(item, Request):
+                self._dispatch(item)
+            else:
+                self._send(_UNPARSED, item, item.body)
+        if queue or self.closed or self.transport is None:
+            return
+        if self._last_request_seen and not self.busy:
+            self.close_idle()
+        elif not self._rejected:
             self.transport.resume_reading()
 
     def _reject(self, status: int, detail: str) -> None:
-        """A request we cannot parse or will not serve: answer (after what is queued) and close."""
+        """A request we cannot parse or will not serve: answer it after the requests before it
+        (they were valid and keep their place) and close; nothing after it is read."""
         log.info("%s: %d %s", self.peer, status, detail)
         self.site.stats.rejected += 1
-        request = Request(b"-", self._url[:200] or b"-", b"", "1.1", {}, False, False)
+        self._rejected = True
+        self.transport.pause_reading()
         plan = self.site.responder.error(status, detail, close=True)
-        if self.busy or self.queue:
-            self.queue.clear()
-            if self.task is not None:
-                self.task.cancel()
-        self._send(request, plan, plan.body)
+        if self.busy or self.queue or self.write_paused:
+            self.queue.append(plan)
+        else:
+            self._send(_UNPARSED, plan, plan.body)
+
+    def eof_received(self) -> bool:
+        """The client half-closed: answer what it already sent, then close."""
+        self._last_request_seen = True
+        return bool(self.busy or self.queue)
 
     def close_idle(self) -> None:
         """Close after what is written has been sent; the connection stays counted until the

@@ -22,6 +22,7 @@ REASONS: dict[int, str] = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     412: "Precondition Failed",
+    413: "Content Too Large",
     414: "URI Too Long",
     416: "Range Not Satisfiable",
     431: "Request Header Fields Too Large",

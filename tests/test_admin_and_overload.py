@@ -272,9 +272,7 @@ def test_queued_requests_are_answered_once_the_helper_resumes(root: Path):
         server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT D9: a cached file whose path entry is older than "
-                   "the 1 s revalidation interval needs a helper lookup before it is served, so "
-                   "with the helpers saturated it gets a 503 although its bytes are in memory")
+# Regression test for defect D9 (found by this file, fixed by the lead).
 def test_cached_file_still_flows_when_saturation_outlasts_the_revalidation_interval(root):
     server, helper = _overload_server(root)
     socks: list[tuple[socket.socket, float]] = []

@@ -236,9 +236,7 @@ def test_file_truncated_while_sent_is_never_a_wrong_body_and_new_length_follows(
         "the shorter file was not served with its new length"
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT D8: a large file rewritten in place (same size, "
-                   "new bytes) while it streams yields a 200 with the promised length whose "
-                   "bytes mix the old and the new version; the stream never re-checks the file")
+# Regression test for defect D8 (found by this file, fixed by the lead).
 def test_file_rewritten_in_place_while_sent_is_never_a_wrong_complete_body(big_server,
                                                                           root: Path):
     size = 16 * MiB

@@ -128,9 +128,7 @@ def test_many_slowloris_connections_are_closed_by_the_header_timeout(site: Path)
         server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT D6: each body byte re-arms the header timeout, so a "
-                   "request body trickled one byte at a time (slow POST / R-U-D-Y) holds a "
-                   "connection forever")
+# Regression test for defect D6 (found by this file, fixed by the lead).
 def test_request_body_trickled_byte_by_byte_is_cut_off(site: Path):
     server = start_server(site, "--header-timeout", "1", "--access-log", "off")
     try:
@@ -303,10 +301,7 @@ def test_running_out_of_descriptors_neither_kills_nor_spins_the_server(site: Pat
         server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT D7: at the descriptor limit a helper's SCM_RIGHTS "
-                   "descriptors are dropped (MSG_CTRUNC); Content._variants raises ValueError "
-                   "(zip strict), the connection is aborted and a Traceback is logged, instead "
-                   "of a 503")
+# Regression test for defect D7 (found by this file, fixed by the lead).
 def test_request_on_an_admitted_connection_gets_an_answer_while_descriptors_are_exhausted(site):
     server = _low_limit_server(site)
     socks: list[socket.socket] = []
@@ -330,9 +325,7 @@ def test_request_on_an_admitted_connection_gets_an_answer_while_descriptors_are_
 # --- a client that half-closes after its request ---------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT D1: a client that half-closes (shutdown SHUT_WR) "
-                   "after sending a request that needs a helper never gets its response: "
-                   "EOF closes the transport and cancels the slow-path task")
+# Regression test for defect D1 (found by this file, fixed by the lead).
 def test_half_closed_client_still_gets_the_answer_to_a_cold_request(site: Path):
     server = start_server(site, "--access-log", "off")
     try:

@@ -37,11 +37,6 @@ START = b"GET /a.txt HTTP/1.1\r\nHost: x\r\n"
 
 REJECT = "reject"
 
-# Defects found by this file (reported to the lead); strict, so the marker must go once fixed.
-CANCELS_VALID_REQUEST = pytest.mark.xfail(
-    strict=True, reason="DEFECT D4: a parse error after a complete valid request cancels that "
-    "request's slow-path (helper) response and sends only the 400")
-
 OK_A = (200, FIRST)
 OK_MARK = (200, MARKER)
 
@@ -339,9 +334,7 @@ def test_content_length_body_split_across_packets_frames_the_next_request_once(s
 # --- what happens after the last request of a connection ------------------------------------
 
 
-@pytest.mark.parametrize("first", [b"/a.txt", pytest.param(b"/cold1.txt",
-                                                            marks=CANCELS_VALID_REQUEST)],
-                         ids=["cached", "cold"])
+@pytest.mark.parametrize("first", [b"/a.txt", b"/cold1.txt"], ids=["cached", "cold"])
 def test_request_after_connection_close_is_not_answered(srv: ServerProcess, first: bytes):
     """RFC 9112 9.6: after a request with `Connection: close` the server answers it and
     processes nothing further on the connection."""
@@ -365,8 +358,7 @@ def test_http10_request_without_keep_alive_ends_the_connection(srv: ServerProces
     assert [(s, b) for s, _, b in split_responses(data)] == [OK_A]
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT D2: HTTP/1.0 with Transfer-Encoding is kept alive "
-                   "(RFC 9112 6.1 says: treat the framing as faulty and close afterwards)")
+# Regression test for defect D2 (found by this file, fixed by the lead).
 def test_http10_request_with_transfer_encoding_closes_after_its_response(srv: ServerProcess):
     raw = (b"GET /a.txt HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n"
            b"\r\n0\r\n\r\n" + SMUGGLED)
@@ -382,8 +374,7 @@ def test_upgrade_request_is_answered_plainly_and_nothing_after_it(srv: ServerPro
     assert b"101 " not in data
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT D3: the last response before the server closes an "
-                   "Upgrade connection does not say `Connection: close`")
+# Regression test for defect D3 (found by this file, fixed by the lead).
 def test_upgrade_request_answer_announces_the_close(srv: ServerProcess):
     raw = START + b"Connection: Upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQ\r\n\r\n"
     data, _ = converse(srv, raw)
@@ -391,7 +382,7 @@ def test_upgrade_request_answer_announces_the_close(srv: ServerProcess):
     assert headers.get(b"connection") == [b"close"], headers
 
 
-@CANCELS_VALID_REQUEST
+# Regression test for defect D4 (a parse error cancelled the valid request before it).
 @pytest.mark.parametrize("n_good", [1, 3])
 def test_good_requests_before_a_bad_one_are_answered_before_the_400(srv, n_good: int):
     """Pipelined good requests (cold: answered by helpers) followed by garbage in the same
@@ -407,8 +398,7 @@ def test_good_requests_before_a_bad_one_are_answered_before_the_400(srv, n_good:
     assert got == want, got
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT D5: `Expect: 100-continue` is ignored; the server "
-                   "waits for the body until the header timeout")
+# Regression test for defect D5 (found by this file, fixed by the lead).
 def test_expect_100_continue_without_a_body_gets_an_answer_without_waiting(srv):
     """RFC 9110 10.1.1: a server that receives `Expect: 100-continue` must answer at once, with
     100 (Continue) or a final status, rather than wait for a body the client is holding back."""
