@@ -288,11 +288,139 @@ def test_document_root_removed_and_recreated(tmp_path: Path):
         server.stop()
 
 
-def test_eio_from_the_disk_gets_500_and_a_log_line():
-    pytest.skip("no way to make a file return EIO here without a FUSE library or the "
-                "device-mapper driver: /dev/mapper/control is missing (dm-error, dm-flakey "
-                "unavailable) and no libfuse is installed; needs a raw /dev/fuse test "
-                "filesystem or a VM with dm-mod")
+# --- a disk that answers EIO, through a FUSE test filesystem (tests/eio_fs.py) ----------------
+
+EIO_FS = Path(__file__).with_name("eio_fs.py")
+EIO_LATE_OK = 2 * MiB  # bytes of an eio-late-* file that read fine (eio_fs.LATE_OK)
+# What a mount that FUSE itself refuses says (no device, no permission in this container).
+_FUSE_REFUSED = ("fuse: device not found", "failed to open /dev/fuse", "Permission denied",
+                 "Operation not permitted", "fusermount: ")
+
+
+def _mounted(path: Path) -> bool:
+    """Whether path is a mount point, from /proc/self/mountinfo: no stat(2) that a stuck FUSE
+    daemon could hang."""
+    with open("/proc/self/mountinfo") as f:
+        points = {line.split()[4].replace("\\040", " ") for line in f}
+    return str(path) in points
+
+
+def _unmount(mountpoint: Path, fs: subprocess.Popen) -> None:
+    """Unmount (plainly, then lazily if the mount is still busy) and reap the FUSE daemon;
+    every step bounded, so a broken filesystem cannot hang the suite."""
+    for cmd in (["fusermount", "-u"], ["umount"], ["umount", "-l"]):
+        if not _mounted(mountpoint):
+            break
+        if shutil.which(cmd[0]) is None:
+            continue
+        try:
+            subprocess.run([*cmd, str(mountpoint)], capture_output=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        fs.wait(5)
+    except subprocess.TimeoutExpired:
+        fs.kill()
+        fs.wait(5)
+
+
+@pytest.fixture
+def eio_mount(tmp_path: Path):
+    """(backing, mountpoint): tests/eio_fs.py mirroring backing, whose eio-* files fail with
+    EIO; skips only when FUSE cannot mount here at all."""
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("no /dev/fuse: cannot mount the EIO test filesystem")
+    backing = tmp_path / "backing"
+    backing.mkdir()
+    (backing / "index.html").write_text("<h1>home</h1>\n")
+    (backing / "ok.txt").write_bytes(b"fine\n")
+    (backing / "eio-small.txt").write_bytes(b"unreadable\n")
+    (backing / "ok-big.bin").write_bytes(pattern(3 * MiB, b"okbig"))
+    (backing / "eio-late-big.bin").write_bytes(pattern(6 * MiB, b"late"))
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    log = tmp_path / "eio_fs.log"
+    with open(log, "wb") as out:
+        fs = subprocess.Popen([sys.executable, str(EIO_FS), str(backing), str(mountpoint)],
+                              stdout=out, stderr=subprocess.STDOUT)
+    try:
+        up = wait_until(lambda: _mounted(mountpoint) or fs.poll() is not None, timeout=10,
+                        interval=0.05)
+        if not up or not _mounted(mountpoint):
+            _unmount(mountpoint, fs)
+            why = log.read_text(errors="replace").strip()
+            if fs.returncode == 77 or any(s in why for s in _FUSE_REFUSED):
+                pytest.skip(f"FUSE cannot mount here: {why or 'no reason given'}")
+            pytest.fail(f"eio_fs did not mount (exit {fs.returncode}): {why}")
+        yield backing, mountpoint
+    finally:
+        _unmount(mountpoint, fs)
+    assert not _mounted(mountpoint), f"{mountpoint} is still mounted after the test"
+
+
+def _log_line_about(server: ServerProcess, name: str) -> str | None:
+    """The server's stderr line naming the file and the I/O error, once its reader thread has
+    collected it."""
+    def line():
+        return next((x for x in server.stderr_lines
+                     if name in x and ("Input/output error" in x or "errno 5" in x.lower())),
+                    None)
+    return wait_until(line, timeout=3, interval=0.05)
+
+
+def _still_serving(server: ServerProcess, helpers: list[int]) -> None:
+    """The server answers normal files from the same mount and kept its helpers (an EIO is the
+    disk's fault: no reason to kill the helper that met it)."""
+    assert fetch(server, "/ok.txt")[::2] == (200, b"fine\n")
+    assert fetch(server, "/")[::2] == (200, b"<h1>home</h1>\n")
+    assert server.proc.poll() is None
+    assert sorted(server.helper_pids()) == helpers, "helpers were replaced after an EIO"
+    assert "Traceback" not in server.stderr_text()
+
+
+@pytest.mark.parametrize("model", ["amped", "threads", "sped"])
+def test_eio_on_a_small_file_gets_500_and_a_log_line(eio_mount, model: str):
+    _, mountpoint = eio_mount
+    server = start_server(mountpoint, "--model", model, "--access-log", "off")
+    try:
+        helpers = sorted(server.helper_pids())
+        assert fetch(server, "/ok.txt")[::2] == (200, b"fine\n"), "the mount serves nothing"
+        for attempt in range(2):  # a second time: the failure is not cached into something else
+            status, headers, body, complete = fetch(server, "/eio-small.txt")
+            assert status == 500, f"attempt {attempt}: {status} {body[:200]!r}"
+            assert complete and headers.get("content-type", "").startswith("text/html")
+            assert 0 < len(body) < 4096, f"a large 500 body: {len(body)} bytes"
+            assert b"unreadable" not in body
+        line = _log_line_about(server, "eio-small.txt")
+        assert line, f"no log line naming eio-small.txt and EIO: {server.stderr_text()!r}"
+        _still_serving(server, helpers)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("model", ["amped", "threads", "sped"])
+def test_eio_midway_through_a_large_file_is_never_a_complete_200(eio_mount, model: str):
+    backing, mountpoint = eio_mount
+    server = start_server(mountpoint, "--model", model, "--access-log", "off")
+    try:
+        helpers = sorted(server.helper_pids())
+        status, _, body, complete = fetch(server, "/ok-big.bin")
+        assert (status, complete) == (200, True), "a large file does not stream from the mount"
+        assert body == (backing / "ok-big.bin").read_bytes()
+        original = (backing / "eio-late-big.bin").read_bytes()
+        status, headers, body, complete = fetch(server, "/eio-late-big.bin")
+        if status == 200:
+            assert not complete, "a complete 200 for a file whose later reads fail with EIO"
+            assert int(headers["content-length"]) == len(original)
+            assert len(body) <= EIO_LATE_OK, f"{len(body)} bytes sent, only {EIO_LATE_OK} read"
+            assert body == original[: len(body)], "the bytes sent before the cut are wrong"
+        else:
+            assert status == 500, f"{status} {body[:200]!r}"
+        line = _log_line_about(server, "eio-late-big.bin")
+        assert line, f"no log line naming eio-late-big.bin and EIO: {server.stderr_text()!r}"
+        _still_serving(server, helpers)
+    finally:
+        server.stop()
 
 
 # --- permissions, checked by a server that is not root ---------------------------------------
