@@ -313,19 +313,19 @@ class HttpConnection(asyncio.Protocol):
         except asyncio.CancelledError:
             return
         except DiskUnavailable as exc:
-            log.error("%s %r: %s", self.peer, request.path, exc)
+            log.error("%s %s: %s", self.peer, request.target_text, exc)
             site.stats.unavailable += 1
             self._send_error(request, 503, "the server is busy, try again")
         except FileChanged:
-            log.error("%s %r: the file changed while being sent", self.peer, request.path)
+            log.error("%s %s: the file changed while being sent", self.peer, request.target_text)
             self._send_error(request, 503, "the file changed while being read, try again")
         except ConnectionError:
             return
         except OSError as exc:
-            log.error("%s %r: %s", self.peer, request.path, exc)
+            log.error("%s %s: %s", self.peer, request.target_text, exc)
             self._send_error(request, 500)
         except Exception:
-            log.exception("%s %r: internal error", self.peer, request.path)
+            log.exception("%s %s: internal error", self.peer, request.target_text)
             self.abort()
             return
         finally:
@@ -337,7 +337,7 @@ class HttpConnection(asyncio.Protocol):
         try:
             plan, entry = await self._plan(request, entry)
         except BadTarget as exc:
-            log.info("%s %r: %s", self.peer, request.path, exc.reason)
+            log.info("%s %s: %s", self.peer, request.target_text, exc.reason)
             plan = site.responder.error(exc.status, exc.reason)
         if plan.status >= 400 and plan.file is None:
             plan = await site.documents.replace(request, plan, entry)
@@ -360,8 +360,8 @@ class HttpConnection(asyncio.Protocol):
                 entry = site.content.paths.get(request.path)
                 if entry is None:
                     raise
-                log.warning("%s %r: disk layer unavailable, answering from a stale entry",
-                            self.peer, request.path)
+                log.warning("%s %s: disk layer unavailable, answering from a stale entry",
+                            self.peer, request.target_text)
         if entry.kind == MISSING:
             entry = await site.documents.fallback(request) or entry
         return site.responder.respond(request, entry), entry

@@ -37,6 +37,11 @@ class Request:
         self.keep_alive = keep_alive
         self.conditional = conditional  # a precondition or Range header is present
 
+    @property
+    def target_text(self) -> str:
+        """The request path for log lines: quoted, with any odd character escaped."""
+        return repr(self.path.decode("latin-1"))
+
 
 @dataclass(slots=True)
 class Plan:
