@@ -51,6 +51,8 @@ def metrics_text(site: Site) -> str:
         "nowait_reads_total": ("counter", "Reads done by the loop with RWF_NOWAIT.",
                                content.nowait_reads),
         "disk_reads_total": ("counter", "Reads sent to the disk layer.", content.disk_reads),
+        "revalidations_total": ("counter", "Cached entries checked again on the disk.",
+                                content.revalidations),
         "event_loop_lag_seconds": ("gauge", "Lateness of the last periodic tick.",
                                    round(stats.loop_lag, 6)),
         "uptime_seconds": ("gauge", "Seconds since start.", round(time.time() - stats.started)),

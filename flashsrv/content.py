@@ -24,6 +24,7 @@ import os
 import time
 from collections import OrderedDict
 from functools import partial
+from itertools import islice
 
 from flashsrv.disk import Disk, DiskUnavailable, close_fds
 from flashsrv.mime import content_type, is_compressible
@@ -35,6 +36,7 @@ log = logging.getLogger("flashsrv.content")
 # lookup. So a change on disk is seen within STALE_AFTER, and hot files never wait.
 TRUST_FOR = 0.5
 STALE_AFTER = 1.0
+CHECK_BATCH = 256
 # Smaller bodies fit one packet anyway: compressing them saves nothing worth the CPU.
 COMPRESS_MIN = 256
 # Precompressed siblings looked up beside every file: suffix -> content-coding.
@@ -134,12 +136,21 @@ class Entry:
             return self.relpath
         return f"{self.relpath}/index.html" if self.relpath else "index.html"
 
-    def same_files(self, other: Entry) -> bool:
-        """Whether other (a fresh lookup) found the very files this entry has open."""
-        mine = {k: v.file.identity for k, v in self.variants.items()
-                if not isinstance(v.file, GeneratedFile)}
-        return self.kind == other.kind and mine == {
-            k: v.file.identity for k, v in other.variants.items()}
+    def facts(self) -> tuple[str, dict[str, tuple]]:
+        """What a lookup found: the kind and the identity of each file on disk."""
+        return self.kind, {k: v.file.identity for k, v in self.variants.items()
+                           if not isinstance(v.file, GeneratedFile)}
+
+
+def facts_of(result: tuple, directory: bool) -> tuple[str, dict[str, tuple]]:
+    """Entry.facts() for a diskops result, to compare a revalidation with an entry."""
+    kind = result[0]
+    if kind not in (FILE, DIRECTORY):
+        return kind, {}
+    if directory and kind == FILE:
+        return MISSING, {}
+    return kind, {SIBLING_CODINGS.get(suffix, "identity"): (dev, ino, size, mtime_ns)
+                  for suffix, size, mtime_ns, ino, dev, _data in result[1]}
 
 
 class DataCache:
@@ -198,6 +209,9 @@ class PathCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def discard(self, key: bytes) -> None:
+        self._items.pop(key, None)
+
     def clear(self) -> None:
         self._items.clear()
 
@@ -220,6 +234,9 @@ class Content:
         self.max_object = min(max_object, cache_bytes)
         self.suffixes = suffixes
         self._pending: dict[bytes, asyncio.Task] = {}
+        self._stale: dict[bytes, Entry] = {}  # entries waiting for a background revalidation
+        self._checking = False
+        self.revalidations = 0
         self._nowait_devices: dict[int, bool] = {}
         self._use_nowait = _nowait_supported_default()
         self.nowait_reads = 0
@@ -237,10 +254,45 @@ class Content:
         if age < TRUST_FOR:
             return entry
         if age < STALE_AFTER:
-            if key not in self._pending:
-                self._start_lookup(key, entry.relpath, entry.directory)
+            if key not in self._stale:
+                self._stale[key] = entry
+                if not self._checking:
+                    self._checking = True
+                    asyncio.get_running_loop().call_soon(self._start_check)
             return entry
         return None
+
+    def _start_check(self) -> None:
+        keys = list(islice(self._stale, CHECK_BATCH))
+        if not keys:
+            self._checking = False
+            return
+        asyncio.get_running_loop().create_task(self._check(keys))
+
+    async def _check(self, keys: list[bytes]) -> None:
+        """Revalidate a batch of entries with one stat-only job: unchanged ones are trusted
+        again, changed ones leave the cache (their next request looks them up afresh)."""
+        entries = [self._stale[key] for key in keys]
+        try:
+            results = await self.disk.stat_many([e.relpath for e in entries], self.suffixes)
+        except (DiskUnavailable, OSError) as exc:
+            log.warning("background revalidation failed: %s", exc)
+            results = [None] * len(entries)
+        finally:
+            for key in keys:
+                del self._stale[key]
+            self._start_check()
+        now = time.monotonic()
+        self.revalidations += len(keys)
+        for key, entry, result in zip(keys, entries, results, strict=True):
+            if result is None or self.paths.get(key) is not entry:
+                continue
+            if entry.facts() == facts_of(result, entry.directory):
+                entry.checked_at = now
+            else:
+                self.paths.discard(key)
+                for variant in entry.variants.values():
+                    self.data.discard(variant.file.identity)
 
     async def resolve(self, key: bytes, relpath: str, directory: bool = False) -> Entry:
         """Look the path up (or revalidate a stale entry) on the disk layer.
@@ -269,7 +321,7 @@ class Content:
         if directory and new.kind == FILE:
             new = Entry(MISSING, relpath)
         new.directory = directory
-        if old is not None and old.same_files(new):
+        if old is not None and old.facts() == new.facts():
             old.checked_at = new.checked_at
             return old
         if old is not None:

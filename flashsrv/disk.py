@@ -55,6 +55,10 @@ class Disk(ABC):
         """diskops.listdir."""
 
     @abstractmethod
+    async def stat_many(self, relpaths: list[str], suffixes: tuple[str, ...]) -> list[tuple]:
+        """diskops.stat_many: revalidation of many cached entries in one job."""
+
+    @abstractmethod
     async def gzip(self, fd: int, size: int) -> bytes:
         """diskops.gzip_file: CPU-heavy, so it runs wherever the blocking work runs."""
 
@@ -73,6 +77,9 @@ class InlineDisk(Disk):
 
     async def gzip(self, fd, size):
         return diskops.gzip_file(fd, size)
+
+    async def stat_many(self, relpaths, suffixes):
+        return diskops.stat_many(self.root, relpaths, suffixes)
 
 
 class ThreadDisk(Disk):
@@ -104,6 +111,9 @@ class ThreadDisk(Disk):
 
     async def gzip(self, fd, size):
         return await self._run(diskops.gzip_file, fd, size)
+
+    async def stat_many(self, relpaths, suffixes):
+        return await self._run(diskops.stat_many, self.root, relpaths, suffixes)
 
 
 def close_fds(fds: list[int]) -> None:

@@ -136,7 +136,10 @@ class HelperPool(Disk):
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def _call(self, op: str, args: tuple, fd: int | None = None) -> tuple[tuple, list[int]]:
+    async def _call(self, op: str, args: tuple, fd: int | None = None,
+                    urgent: bool = False) -> tuple[tuple, list[int]]:
+        """Run a job on a helper. An urgent job (revalidation of what the cache already
+        serves) jumps the queue: hot files must not wait behind cold reads."""
         if self._closing:
             raise DiskUnavailable("server is stopping")
         job = _Job(next(self._ids), op, args, fd, self._loop.create_future())
@@ -145,6 +148,8 @@ class HelperPool(Disk):
         elif len(self._queue) >= self.max_queue:
             self.rejected += 1
             raise DiskUnavailable("all helpers are busy and the queue is full")
+        elif urgent:
+            self._queue.appendleft(job)
         else:
             self._queue.append(job)
         return await job.future
@@ -262,6 +267,11 @@ class HelperPool(Disk):
 
     async def gzip(self, fd, size):
         return await self._data("gzip", (size,), fd)
+
+    async def stat_many(self, relpaths, suffixes):
+        result, fds = await self._call("stat_many", (relpaths, suffixes), urgent=True)
+        close_fds(fds)
+        return result[1]
 
     async def listdir(self, relpath):
         result, fds = await self._call("listdir", (relpath,))

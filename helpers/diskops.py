@@ -39,62 +39,71 @@ def _failure(exc: OSError) -> Result:
     return ("error", exc.errno or 0, exc.strerror or str(exc))
 
 
-def _open_regular(root: str, path: str, prefetch: int) -> tuple[Variant, int] | Result:
-    """Open one regular file below root; a descriptor plus its facts, or a failure tuple."""
+def _regular(root: str, path: str, prefetch: int, open_file: bool
+             ) -> tuple[Variant, int] | Result:
+    """One regular file below root: its facts and, with open_file, a descriptor (else -1);
+    or a failure tuple."""
     real = os.path.realpath(path)
     if not _inside(root, real):
         return ("forbidden",)
+    fd = -1
     try:
-        fd = os.open(real, _OPEN_FLAGS)
-    except OSError as exc:
-        return _failure(exc)
-    try:
-        st = os.fstat(fd)
+        if open_file:
+            fd = os.open(real, _OPEN_FLAGS)
+            st = os.fstat(fd)
+        else:
+            st = os.stat(real)
         if stat.S_ISDIR(st.st_mode):
-            os.close(fd)
-            return ("dir", [])
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            return ("forbidden",)
-        data = None
-        size = st.st_size
-        if size <= prefetch:
-            data = os.pread(fd, size, 0)
-            size = len(data)
+            result: Result = ("dir", [])
+        elif not stat.S_ISREG(st.st_mode):
+            result = ("forbidden",)
+        else:
+            data = os.pread(fd, st.st_size, 0) if open_file and st.st_size <= prefetch else None
+            size = st.st_size if data is None else len(data)
+            return ("", size, st.st_mtime_ns, st.st_ino, st.st_dev, data), fd
     except OSError as exc:
+        result = _failure(exc)
+    if fd >= 0:
         os.close(fd)
-        return _failure(exc)
-    return ("", size, st.st_mtime_ns, st.st_ino, st.st_dev, data), fd
+    return result
 
 
-def _open_variants(
-    root: str, path: str, suffixes: tuple[str, ...], prefetch: int
+def _variants(
+    root: str, path: str, suffixes: tuple[str, ...], prefetch: int, open_file: bool
 ) -> tuple[Result, list[int]]:
     """The file at path and its precompressed siblings (path + suffix) that exist."""
-    first = _open_regular(root, path, prefetch)
+    first = _regular(root, path, prefetch, open_file)
     if not isinstance(first[0], tuple):
         return first, []
     variants: list[Variant] = [first[0]]
     fds = [first[1]]
     for suffix in suffixes:
-        sibling = _open_regular(root, path + suffix, prefetch)
+        sibling = _regular(root, path + suffix, prefetch, open_file)
         if isinstance(sibling[0], tuple):
             variant, fd = sibling
             variants.append((suffix, *variant[1:]))
             fds.append(fd)
-    return ("file", variants), fds
+    return ("file", variants), fds if open_file else []
 
 
 def lookup(
-    root: str, relpath: str, suffixes: tuple[str, ...] = (), prefetch: int = 0
+    root: str, relpath: str, suffixes: tuple[str, ...] = (), prefetch: int = 0,
+    open_file: bool = True,
 ) -> tuple[Result, list[int]]:
-    """Translate a normalised relative path into open files (pathname translation)."""
+    """Translate a normalised relative path into open files (pathname translation); without
+    open_file, only the facts (for revalidating what is already open)."""
     path = os.path.join(root, relpath) if relpath else root
-    result, fds = _open_variants(root, path, suffixes, prefetch)
+    result, fds = _variants(root, path, suffixes, prefetch, open_file)
     if result[0] != "dir":
         return result, fds
-    index, fds = _open_variants(root, os.path.join(path, INDEX_NAME), suffixes, prefetch)
+    index, fds = _variants(root, os.path.join(path, INDEX_NAME), suffixes, prefetch, open_file)
     return ("dir", index[1] if index[0] == "file" else []), fds
+
+
+def stat_many(root: str, relpaths: list[str], suffixes: tuple[str, ...]) -> list[Result]:
+    """The facts lookup would find for each path, opening nothing: one job revalidates many
+    cached entries (their identities are compared by the main process)."""
+    return [lookup(root, relpath, suffixes, 0, open_file=False)[0] for relpath in relpaths]
 
 
 def read(fd: int, offset: int, length: int) -> bytes:

@@ -46,6 +46,8 @@ def handle(message: tuple, fds: list[int], root: str) -> tuple[tuple, list[int]]
             return (job_id, ("data", diskops.read(fds[0], offset, length))), []
         if op == "gzip":
             return (job_id, ("data", diskops.gzip_file(fds[0], *args))), []
+        if op == "stat_many":
+            return (job_id, ("facts", diskops.stat_many(root, *args))), []
         if op == "listdir":
             return (job_id, diskops.listdir(root, *args)), []
         return (job_id, ("error", 0, f"unknown operation {op!r}")), []

@@ -967,7 +967,8 @@ class Bench:
             row.note = " + ".join(f"{r.rps:,.0f}" for r in results) + " req/s (cold + hot)"
         if prober:
             row.probe_p50_ms, row.probe_p99_ms = prober.percentile(50), prober.percentile(99)
-            row.note = (f"probe: {len(prober.latencies)} requests, max "
+            slow = sum(1 for x in prober.latencies if x > 0.1)
+            row.note = (f"probe: {len(prober.latencies)} requests, {slow} over 100 ms, max "
                         f"{prober.percentile(100):.1f} ms")
             if prober.error:
                 row.note += f"; probe error: {prober.error}"
@@ -994,11 +995,11 @@ class Bench:
         try:
             start = 0 if workload == "disk" else len(ds.cold) // 2
             if workload == "disk":
-                row = self._run(srv, workload, [(ds.cold, COLD_CONNECTIONS, "walk"),
+                row = self._run(srv, workload, [(ds.cold, self.args.cold_connections, "walk"),
                                                 ([CACHED["small"]], HOT_CONNECTIONS, "single")],
                                 start=start)
             else:
-                row = self._run(srv, workload, [(ds.cold, COLD_CONNECTIONS, "walk")],
+                row = self._run(srv, workload, [(ds.cold, self.args.cold_connections, "walk")],
                                 probe=True, start=start)
         finally:
             self.throttle.clear()
@@ -1181,6 +1182,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--throttle-iops", type=int, default=100, help="slow disk: read IOPS")
     p.add_argument("--throttle-bps", type=parse_size, default=parse_size("16M"),
                    help="slow disk: read bytes/s")
+    p.add_argument("--cold-connections", type=int, default=COLD_CONNECTIONS,
+                   help="connections fetching cold files in the disk-bound and stall runs")
     p.add_argument("--data-dir", type=Path, help="where to create the data (on a real disk)")
     p.add_argument("--peers-venv", type=Path, help="venv holding granian/uvicorn/starlette")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
