@@ -1,22 +1,25 @@
 """The access log: one line per request, Common Log Format or JSON, written in batches.
 
-Lines collect in memory and are written when 64 KiB have gathered, on the server's periodic
-tick (at least once a second) and at shutdown: one write per batch instead of one per request.
-`reopen()` (SIGUSR1) reopens a file that logrotate moved away.
+Lines are built as bytes (no decoding on the hot path) and collect in memory; they are written
+when 64 KiB have gathered, on the server's periodic tick (at least once a second) and at
+shutdown: one write per batch instead of one per request. `reopen()` (SIGUSR1) reopens a file
+that logrotate moved away.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
 FLUSH_BYTES = 64 * 1024
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-# Quotes, backslashes and control characters in a request line would let a client forge log
-# lines or break parsers: they are written as \xHH.
-_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x22, 0x5C, 0x7F)}
+# httptools refuses control characters, spaces and non-ASCII bytes in a request-target, but lets
+# `"` and `\` through: those would let a client forge fields in a log line, so they (and, to be
+# safe, anything outside printable ASCII) are written as \xHH.
+_UNSAFE = re.compile(rb'[^\x21-\x7e]|["\\]')
 
 
 def clf_time(ts: float) -> str:
@@ -25,8 +28,11 @@ def clf_time(ts: float) -> str:
             f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
 
 
-def safe(text: str) -> str:
-    return text.translate(_ESCAPES)
+def safe(text: bytes) -> bytes:
+    """text with every byte that could break a log line written as \\xHH."""
+    if _UNSAFE.search(text) is None:
+        return text
+    return _UNSAFE.sub(lambda m: b"\\x%02x" % m.group()[0], text)
 
 
 class AccessLog:
@@ -35,10 +41,10 @@ class AccessLog:
     def __init__(self, target: str, fmt: str = "clf") -> None:
         self.target = target
         self.json = fmt == "json"
-        self._lines: list[str] = []
+        self._lines: list[bytes] = []
         self._size = 0
         self._second = -1
-        self._stamp = ""
+        self._stamp = b""
         self._fd = -1
         self.reopen()
 
@@ -52,21 +58,22 @@ class AccessLog:
             os.close(self._fd)
         self._fd = new
 
-    def write(self, peer: str, method: str, target: str, version: str, status: int,
+    def write(self, prefix: bytes, method: bytes, target: bytes, version: str, status: int,
               length: int) -> None:
-        now = time.time()
-        second = int(now)
+        """Log one response; prefix is `HOST - - [` (computed once per connection)."""
+        second = int(time.time())
         if second != self._second:
             self._second = second
-            self._stamp = clf_time(second)
+            self._stamp = clf_time(second).encode()
         if self.json:
             line = json.dumps({
-                "time": self._stamp, "remote_addr": peer, "method": method, "path": target,
+                "time": self._stamp.decode(), "remote_addr": prefix[:-6].decode(),
+                "method": method.decode(), "path": target.decode("latin-1"),
                 "protocol": f"HTTP/{version}", "status": status, "bytes": length,
-            }) + "\n"
+            }).encode() + b"\n"
         else:
-            line = (f'{peer} - - [{self._stamp}] "{safe(method)} {safe(target)} '
-                    f'HTTP/{version}" {status} {length}\n')
+            line = b'%s%s] "%s %s HTTP/%s" %d %d\n' % (
+                prefix, self._stamp, method, safe(target), version.encode(), status, length)
         self._lines.append(line)
         self._size += len(line)
         if self._size >= FLUSH_BYTES:
@@ -75,7 +82,7 @@ class AccessLog:
     def flush(self) -> None:
         if not self._lines or self._fd < 0:
             return
-        data = "".join(self._lines).encode("utf-8", "backslashreplace")
+        data = b"".join(self._lines)
         self._lines.clear()
         self._size = 0
         view = memoryview(data)

@@ -88,6 +88,7 @@ class HttpConnection(asyncio.Protocol):
         "busy",
         "closed",
         "deadline",
+        "log_prefix",
         "parser",
         "peer",
         "queue",
@@ -108,6 +109,7 @@ class HttpConnection(asyncio.Protocol):
         self.task: asyncio.Task | None = None
         self.deadline = 0.0
         self.peer = "-"
+        self.log_prefix = b"- - - ["
         self._drain: asyncio.Future | None = None
         self._version = "1.1"
         self._head_sent = False
@@ -123,6 +125,7 @@ class HttpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = peer[0]
+            self.log_prefix = f"{self.peer} - - [".encode()
         if len(site.connections) >= site.config.max_connections or site.stopping:
             site.stats.refused += 1
             plan = error_plan(503, "too many connections", close=True)
@@ -415,7 +418,8 @@ class HttpConnection(asyncio.Protocol):
         self.transport.write(plan.head + end)
         self._head_sent = True
         head_only = request.method == b"HEAD"
-        self.site.log_request(self.peer, request, plan.status, 0 if head_only else plan.length)
+        self.site.log_request(self.log_prefix, request, plan.status,
+                              0 if head_only else plan.length)
         return end.endswith(_END_CLOSE)
 
     def _send(self, request: Request, plan: Plan, body: bytes | None,
@@ -433,7 +437,8 @@ class HttpConnection(asyncio.Protocol):
         else:
             self.transport.write(plan.head + end)
             self.transport.write(body)
-        site.log_request(self.peer, request, plan.status, 0 if body is None else plan.length)
+        site.log_request(self.log_prefix, request, plan.status,
+                         0 if body is None else plan.length)
         close = end.endswith(_END_CLOSE)
         if not carry_on:
             return close

@@ -73,15 +73,16 @@ class Site:
         self.now = time.monotonic()
         self.stopping = False
 
-    def log_request(self, peer: str, request: Request, status: int, length: int) -> None:
+    def log_request(self, prefix: bytes, request: Request, status: int, length: int) -> None:
+        """Count a response and log it; prefix is the connection's `HOST - - [`."""
         stats = self.stats
         stats.requests += 1
         stats.by_status[status] += 1
         stats.bytes_sent += length
         if self.access_log is not None:
-            target = request.path + (b"?" + request.query if request.query else b"")
-            self.access_log.write(peer, request.method.decode("latin-1"),
-                                  target.decode("latin-1"), request.version, status, length)
+            target = request.path + b"?" + request.query if request.query else request.path
+            self.access_log.write(prefix, request.method, target, request.version, status,
+                                  length)
 
 
 def document_root(config: Config) -> str:
