@@ -190,30 +190,28 @@ class DataCache:
         return len(self._items)
 
 
-class PathCache:
-    """Request path -> Entry, LRU-bounded by entry count (each entry may hold descriptors)."""
+class PathCache(OrderedDict[bytes, Entry]):
+    """Request path -> Entry, bounded by entry count (each entry may hold descriptors).
+
+    `get` is the dict's own (no Python call on the hot path). Order is by last revalidation,
+    which happens only to entries in use: a cheap approximation of least-recently-used.
+    """
 
     def __init__(self, max_entries: int) -> None:
+        super().__init__()
         self.max_entries = max_entries
-        self._items: OrderedDict[bytes, Entry] = OrderedDict()
-
-    def get(self, key: bytes) -> Entry | None:
-        return self._items.get(key)
 
     def put(self, key: bytes, entry: Entry) -> None:
-        self._items[key] = entry
-        self._items.move_to_end(key)
-        if len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
+        self[key] = entry
+        self.touch(key)
+        if len(self) > self.max_entries:
+            self.popitem(last=False)
 
-    def __len__(self) -> int:
-        return len(self._items)
+    def touch(self, key: bytes) -> None:
+        self.move_to_end(key)
 
     def discard(self, key: bytes) -> None:
-        self._items.pop(key, None)
-
-    def clear(self) -> None:
-        self._items.clear()
+        self.pop(key, None)
 
 
 def _nowait_supported_default() -> bool:
@@ -289,6 +287,7 @@ class Content:
                 continue
             if entry.facts() == facts_of(result, entry.directory):
                 entry.checked_at = now
+                self.paths.touch(key)
             else:
                 self.paths.discard(key)
                 for variant in entry.variants.values():
@@ -323,6 +322,7 @@ class Content:
         new.directory = directory
         if old is not None and old.facts() == new.facts():
             old.checked_at = new.checked_at
+            self.paths.touch(key)
             return old
         if old is not None:
             for variant in old.variants.values():

@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable
 from importlib import resources
 
@@ -47,7 +47,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.requests = 0
-        self.by_status: Counter[int] = Counter()
+        self.by_status: defaultdict[int, int] = defaultdict(int)
         self.bytes_sent = 0
         self.refused = 0
         self.rejected = 0
@@ -189,6 +189,7 @@ async def _tick(site: Site, loop: asyncio.AbstractEventLoop) -> None:
         await asyncio.sleep(TICK)
         site.stats.loop_lag = max(0.0, loop.time() - before - TICK)
         site.now = time.monotonic()
+        site.date.refresh()
         for conn in list(site.connections):
             conn.check_deadline(site.now)
         if site.access_log is not None:

@@ -12,7 +12,7 @@ from fnmatch import fnmatchcase
 
 # Revalidate every time unless the site says otherwise: with strong ETags a revalidation is a
 # cheap 304, and a deploy is never hidden behind a heuristic freshness lifetime.
-DEFAULT_CACHE_CONTROL = "public, max-age=0, must-revalidate"
+DEFAULT_CACHE_CONTROL = "no-cache"
 
 
 @dataclass

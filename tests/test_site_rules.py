@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from support import LISTEN_RE, ServerProcess, get, start_server
 
-DEFAULT_CACHE_CONTROL = "public, max-age=0, must-revalidate"
+DEFAULT_CACHE_CONTROL = "no-cache"
 IMMUTABLE = "public, max-age=31536000, immutable"
 INDEX = b"<!doctype html><title>app shell</title><div id=app></div>\n"
 CUSTOM_404 = b"<!doctype html><title>lost</title><h1>custom not found</h1>\n"
