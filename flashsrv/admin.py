@@ -53,6 +53,8 @@ def metrics_text(site: Site) -> str:
         "disk_reads_total": ("counter", "Reads sent to the disk layer.", content.disk_reads),
         "revalidations_total": ("counter", "Cached entries checked again on the disk.",
                                 content.revalidations),
+        "sendfile_bytes_total": ("counter", "Body bytes sent zero-copy from the page cache.",
+                                 content.sendfile_bytes),
         "event_loop_lag_seconds": ("gauge", "Lateness of the last periodic tick.",
                                    round(stats.loop_lag, 6)),
         "uptime_seconds": ("gauge", "Seconds since start.", round(time.time() - stats.started)),

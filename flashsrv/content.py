@@ -28,6 +28,7 @@ from itertools import islice
 
 from flashsrv.disk import Disk, DiskUnavailable, close_fds
 from flashsrv.mime import content_type, is_compressible
+from flashsrv.pagecache import PageCache
 
 log = logging.getLogger("flashsrv.content")
 
@@ -36,9 +37,12 @@ log = logging.getLogger("flashsrv.content")
 # lookup. So a change on disk is seen within STALE_AFTER, and hot files never wait.
 TRUST_FOR = 0.5
 STALE_AFTER = 1.0
-CHECK_BATCH = 256
+CHECK_BATCH = 512
+SENDFILE_MAX = 8 << 20  # bounds the time one sendfile call keeps the loop busy
 # Smaller bodies fit one packet anyway: compressing them saves nothing worth the CPU.
 COMPRESS_MIN = 256
+# Larger files are compressed on the fly only up to this size (the result is held in memory).
+COMPRESS_MAX = 1 << 20
 # Precompressed siblings looked up beside every file: suffix -> content-coding.
 SIBLING_CODINGS = {".br": "br", ".gz": "gzip"}
 
@@ -237,6 +241,8 @@ class Content:
         self.revalidations = 0
         self._nowait_devices: dict[int, bool] = {}
         self._use_nowait = _nowait_supported_default()
+        self.pagecache = PageCache()
+        self.sendfile_bytes = 0
         self.nowait_reads = 0
         self.disk_reads = 0
 
@@ -349,7 +355,7 @@ class Content:
         """Give a compressible file without a .gz sibling a gzip variant, computed once per
         file version (by the disk layer: compression is CPU work the loop must not do)."""
         source = entry.variants["identity"].file
-        if ("gzip" in entry.variants or not COMPRESS_MIN <= source.size <= self.max_object
+        if ("gzip" in entry.variants or not COMPRESS_MIN <= source.size <= COMPRESS_MAX
                 or not is_compressible(entry.content_type)):
             return
         data = await self.disk.gzip(source.fd, source.size)
@@ -431,6 +437,31 @@ class Content:
         if got < length:
             raise FileChanged
         return buf
+
+    def sendfile(self, sock_fd: int, file: OpenFile, offset: int, length: int) -> int:
+        """Send up to length bytes of the file straight from the page cache to a socket
+        (zero-copy) if every page is resident; 0 when that is not possible right now.
+
+        A page evicted between the residency check and the copy would make sendfile wait for
+        the disk: the same narrow race Flash accepted with mincore(), and the only one.
+        """
+        length = min(length, SENDFILE_MAX)
+        if not self.pagecache.resident(file.fd, offset, length):
+            return 0
+        try:
+            sent = os.sendfile(sock_fd, file.fd, offset, length)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                self.pagecache = PageCache.unavailable()
+                return 0
+            raise
+        check_unchanged(file)
+        if sent == 0:
+            raise FileChanged  # end of file before the Content-Length we promised
+        self.sendfile_bytes += sent
+        return sent
 
     async def read(self, file: OpenFile, offset: int, length: int) -> bytes | bytearray:
         """length bytes at offset of the version that was opened, or FileChanged."""

@@ -41,6 +41,7 @@ MAX_PENDING_HEAD = 1 << 20
 MAX_PIPELINE = 32
 STREAM_CHUNK = 256 * 1024
 SMALL_WRITE = 64 * 1024
+SENDFILE_TAIL = 4096
 # The request headers the response depends on; all others are counted and dropped.
 SEMANTIC_HEADERS = frozenset({
     b"accept", b"accept-encoding", b"if-match", b"if-none-match", b"if-modified-since",
@@ -132,7 +133,7 @@ class HttpConnection(asyncio.Protocol):
             self.closed = True
             return
         site.connections.add(self)
-        transport.set_write_buffer_limits(high=4 * STREAM_CHUNK, low=STREAM_CHUNK)
+        transport.set_write_buffer_limits(high=STREAM_CHUNK, low=0)
         self.deadline = monotonic() + site.config.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -298,7 +299,7 @@ class HttpConnection(asyncio.Protocol):
             elif file is None:
                 self._send(request, plan, plan.body)
                 return
-            elif file.size <= content.max_object:
+            elif file.size <= content.max_object or file.fd < 0:
                 data = content.cached_body(file)
                 if data is not None:
                     self._send(request, plan, body_of(plan, data))
@@ -380,19 +381,33 @@ class HttpConnection(asyncio.Protocol):
         Returns whether the connection must close afterwards."""
         content = self.site.content
         file = plan.file
-        if file.size <= content.max_object:
+        if file.size <= content.max_object or file.fd < 0:
             data = content.cached_body(file) or await content.body(file)
             return self._send(request, plan, body_of(plan, data), carry_on=False)
         close = self._write_head(request, plan)
         if request.method == b"HEAD":
             return close
+        transport = self.transport
+        sock_fd = transport.get_extra_info("socket").fileno()
         for index, (start, end) in enumerate(plan.spans):
             if plan.part_heads:
-                self.transport.write(plan.part_heads[index])
+                transport.write(plan.part_heads[index])
             offset = start
             while offset <= end:
+                # Zero-copy when everything written so far has reached the kernel and the
+                # pages are resident; otherwise one chunk through memory, which also waits for
+                # the socket to drain when it is full (the write buffer's low-water mark is 0).
+                # The last bytes always go through memory, read and checked before they are
+                # written: a file rewritten during a sendfile is caught by the check after it,
+                # so a response can only be complete if its file never changed.
+                tail = end + 1 - offset - SENDFILE_TAIL
+                if tail > 0 and not self.write_paused and not transport.get_write_buffer_size():
+                    sent = content.sendfile(sock_fd, file, offset, tail)
+                    if sent:
+                        offset += sent
+                        continue
                 data = await content.read(file, offset, min(STREAM_CHUNK, end + 1 - offset))
-                self.transport.write(data)
+                transport.write(data)
                 offset += len(data)
                 if self.write_paused:
                     await self._wait_writable()

@@ -38,7 +38,9 @@ from flashsrv.site_rules import SiteRules
 log = logging.getLogger("flashsrv")
 
 TICK = 0.25
-MAX_CACHED_FILE = 1 << 20
+# Files up to this size are kept whole in the data cache and sent with their head in one write;
+# larger ones go from the page cache to the socket with sendfile (or stream in chunks).
+MAX_CACHED_FILE = 64 << 10
 BACKLOG = 2048
 
 

@@ -42,10 +42,18 @@ def _failure(exc: OSError) -> Result:
 def _regular(root: str, path: str, prefetch: int, open_file: bool
              ) -> tuple[Variant, int] | Result:
     """One regular file below root: its facts and, with open_file, a descriptor (else -1);
-    or a failure tuple."""
-    real = os.path.realpath(path)
-    if not _inside(root, real):
-        return ("forbidden",)
+    or a failure tuple.
+
+    Opening resolves symbolic links first and refuses a real path outside the root. A stat
+    without opening (revalidation) skips that: it only tells whether the path still leads to
+    the same inode as an earlier, checked lookup, and anything else makes the caller look up
+    afresh, with the check.
+    """
+    real = path
+    if open_file:
+        real = os.path.realpath(path)
+        if not _inside(root, real):
+            return ("forbidden",)
     fd = -1
     try:
         if open_file:

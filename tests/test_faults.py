@@ -246,10 +246,12 @@ def test_file_rewritten_in_place_while_sent_is_never_a_wrong_complete_body(big_s
     dl = SlowDownload(big_server, "/rewrite.bin")
     with open(f, "r+b") as fh:  # what `cp new.bin rewrite.bin` does: same inode, new bytes
         fh.write(pattern(size, b"new"))
+    # Bytes leave by sendfile, straight from the page cache, so a cut-off body may already hold
+    # some new bytes (as with nginx); what must never happen is a body of the full length.
     if dl.finish():
         assert dl.body == original, "200 with the full Content-Length but mixed old/new bytes"
     else:
-        assert dl.body == original[: len(dl.body)]
+        assert len(dl.body) < size
 
 
 def test_file_deleted_while_sent_completes_with_old_bytes_then_404(big_server, root: Path):

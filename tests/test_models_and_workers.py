@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,29 @@ def test_a_killed_worker_is_replaced_and_the_port_keeps_serving(site: Path):
             assert get(server, "/").status == 200
     finally:
         assert server.stop() == 0
+
+
+def admin_metric(server, name: str) -> float:
+    """One value from the admin endpoint whose address the server printed on stderr."""
+    line = next(x for x in server.stderr_lines if "admin endpoint on" in x)
+    host_port = line.rsplit("http://", 1)[1].strip()
+    with urllib.request.urlopen(f"http://{host_port}/metrics", timeout=5) as resp:
+        for row in resp.read().decode().splitlines():
+            if row.startswith(name + " "):
+                return float(row.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_a_resident_large_file_goes_out_by_sendfile_with_the_right_bytes(site: Path):
+    data = (site / "large.bin").read_bytes()
+    server = start_server(site, "--access-log", "off", "--admin-port", "0")
+    try:
+        first = get(server, "/large.bin")  # the helpers' reads make its pages resident
+        second = get(server, "/large.bin")
+        part = get(server, "/large.bin", headers={"Range": "bytes=100000-1999999"})
+        sent = admin_metric(server, "flashsrv_sendfile_bytes_total")
+    finally:
+        server.stop()
+    assert first.body == data and second.body == data
+    assert part.status == 206 and part.body == data[100000:2000000]
+    assert sent >= len(data) - 8192, "the large file was copied through memory, not sendfile'd"
