@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Coroutine
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -84,6 +85,7 @@ class HttpConnection(asyncio.Protocol):
         "_last_request_seen",
         "_pending_head",
         "_rejected",
+        "_sock_fd",
         "_url",
         "busy",
         "closed",
@@ -120,6 +122,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
+        self._sock_fd = transport.get_extra_info("socket").fileno()
         site = self.site
         peer = transport.get_extra_info("peername")
         if peer:
@@ -304,21 +307,49 @@ class HttpConnection(asyncio.Protocol):
                 if data is not None:
                     self._send(request, plan, body_of(plan, data))
                     return
+            else:
+                self._stream_now(request, plan)
+                return
+        self._start(request, self._answer_retrying(request, entry))
+
+    def _start(self, request: Request, work: Coroutine[Any, Any, None]) -> None:
+        """Go on with a response in a task; the connection is busy until it is done."""
         self.busy = True
         self.deadline = 0.0
-        self.task = asyncio.get_running_loop().create_task(self._respond_slowly(request, entry))
+        self.task = asyncio.get_running_loop().create_task(self._respond_slowly(request, work))
 
-    async def _respond_slowly(self, request: Request, entry: Entry | None) -> None:
-        site = self.site
+    def _stream_now(self, request: Request, plan: Plan) -> None:
+        """A large file: its head and as much of its body as goes without waiting (sendfile
+        from resident pages), here and now; a task sends the rest if something must wait."""
         self._head_sent = False
+        close = self._write_head(request, plan)
         try:
-            try:
-                await self._answer(request, entry)
-            except FileChanged:
-                if self._head_sent:
-                    raise
-                # Nothing sent yet: look the file up again and answer with its new version.
-                await self._answer(request, None)
+            position = None if request.method == b"HEAD" else self._pump(plan, 0, -1)
+        except (FileChanged, OSError) as exc:
+            log.error("%s %s: %s; connection closed", self.peer, request.target_text,
+                      exc if isinstance(exc, OSError) else "the file changed while being sent")
+            self.abort()
+            return
+        if position is None:
+            self._done(close)
+        else:
+            self._start(request, self._stream_rest(plan, position, close))
+
+    async def _answer_retrying(self, request: Request, entry: Entry | None) -> None:
+        try:
+            await self._answer(request, entry)
+        except FileChanged:
+            if self._head_sent:
+                raise
+            # Nothing sent yet: look the file up again and answer with its new version.
+            await self._answer(request, None)
+
+    async def _respond_slowly(self, request: Request, work: Coroutine[Any, Any, None]) -> None:
+        """Run the slow part of a response, turning every failure into the right answer (or
+        a closed connection once a head has gone out), then carry on with the queue."""
+        site = self.site
+        try:
+            await work
         except asyncio.CancelledError:
             return
         except DiskUnavailable as exc:
@@ -343,6 +374,7 @@ class HttpConnection(asyncio.Protocol):
 
     async def _answer(self, request: Request, entry: Entry | None) -> None:
         site = self.site
+        self._head_sent = False
         try:
             plan, entry = await self._plan(request, entry)
         except BadTarget as exc:
@@ -385,35 +417,67 @@ class HttpConnection(asyncio.Protocol):
             data = content.cached_body(file) or await content.body(file)
             return self._send(request, plan, body_of(plan, data), carry_on=False)
         close = self._write_head(request, plan)
-        if request.method == b"HEAD":
-            return close
+        if request.method != b"HEAD":
+            await self._stream_rest(plan, self._pump(plan, 0, -1), close, finish=False)
+        return close
+
+    def _pump(self, plan: Plan, index: int, offset: int) -> tuple[int, int] | None:
+        """Send the plan's file spans from (span index, offset; -1 = before its part head)
+        for as long as nothing has to wait. Returns where it stopped (the disk or a full
+        socket must be waited for), or None when the body is all written.
+
+        Zero-copy when everything written so far has reached the kernel and the pages are
+        resident; otherwise chunks through memory, which also wait for the socket to drain
+        when it is full (the write buffer's low-water mark is 0). The last bytes always go
+        through memory, read and checked before they are written: a file rewritten during a
+        sendfile is caught by the check after it, so a response can only be complete if its
+        file never changed.
+        """
         transport = self.transport
-        sock_fd = transport.get_extra_info("socket").fileno()
-        for index, (start, end) in enumerate(plan.spans):
-            if plan.part_heads:
-                transport.write(plan.part_heads[index])
-            offset = start
+        content = self.site.content
+        file = plan.file
+        spans = plan.spans
+        while index < len(spans):
+            start, end = spans[index]
+            if offset < 0:
+                if plan.part_heads:
+                    transport.write(plan.part_heads[index])
+                offset = start
             while offset <= end:
-                # Zero-copy when everything written so far has reached the kernel and the
-                # pages are resident; otherwise one chunk through memory, which also waits for
-                # the socket to drain when it is full (the write buffer's low-water mark is 0).
-                # The last bytes always go through memory, read and checked before they are
-                # written: a file rewritten during a sendfile is caught by the check after it,
-                # so a response can only be complete if its file never changed.
                 tail = end + 1 - offset - SENDFILE_TAIL
                 if tail > 0 and not self.write_paused and not transport.get_write_buffer_size():
-                    sent = content.sendfile(sock_fd, file, offset, tail)
+                    sent = content.sendfile(self._sock_fd, file, offset, tail)
                     if sent:
                         offset += sent
                         continue
-                data = await content.read(file, offset, min(STREAM_CHUNK, end + 1 - offset))
+                if self.write_paused:
+                    return index, offset
+                data = content.read_nowait(file, offset, min(STREAM_CHUNK, end + 1 - offset))
+                if data is None:
+                    return index, offset
                 transport.write(data)
                 offset += len(data)
-                if self.write_paused:
-                    await self._wait_writable()
+            index, offset = index + 1, -1
         if plan.trailer:
-            self.transport.write(plan.trailer)
-        return close
+            transport.write(plan.trailer)
+        return None
+
+    async def _stream_rest(self, plan: Plan, position: tuple[int, int] | None, close: bool,
+                           finish: bool = True) -> None:
+        """Finish what _pump could not: wait for the socket, or read through the disk layer."""
+        while position is not None:
+            index, offset = position
+            if self.write_paused:
+                await self._wait_writable()
+            else:
+                end = plan.spans[index][1]
+                data = await self.site.content.read(plan.file, offset,
+                                                    min(STREAM_CHUNK, end + 1 - offset))
+                self.transport.write(data)
+                offset += len(data)
+            position = self._pump(plan, index, offset)
+        if finish:
+            self._done(close)
 
     async def _wait_writable(self) -> None:
         self._drain = asyncio.get_running_loop().create_future()
@@ -460,13 +524,16 @@ class HttpConnection(asyncio.Protocol):
         site.log_request(self.log_prefix, request, plan.status,
                          0 if body is None else plan.length)
         close = end.endswith(_END_CLOSE)
-        if not carry_on:
-            return close
+        if carry_on:
+            self._done(close)
+        return close
+
+    def _done(self, close: bool) -> None:
+        """A response is all written: close, or wait for the next request."""
         if close:
             self.close_idle()
         elif not self.busy:
-            self.deadline = monotonic() + site.config.keepalive_timeout
-        return close
+            self.deadline = monotonic() + self.site.config.keepalive_timeout
 
     def _send_error(self, request: Request, status: int, detail: str = "") -> None:
         """An error instead of the response; after a head went out, only closing is honest."""
