@@ -328,7 +328,7 @@ class Content:
         new.directory = directory
         if old is not None and old.facts() == new.facts():
             old.checked_at = new.checked_at
-            self.paths.touch(key)
+            self.paths.put(key, old)  # back in, if other paths pushed it out meanwhile
             return old
         if old is not None:
             for variant in old.variants.values():
