@@ -325,6 +325,9 @@ class HttpConnection(asyncio.Protocol):
         close = self._write_head(request, plan)
         try:
             position = None if request.method == b"HEAD" else self._pump(plan, 0, -1)
+        except ConnectionError:  # the client went away mid-body: nothing to report
+            self.abort()
+            return
         except (FileChanged, OSError) as exc:
             log.error("%s %s: %s; connection closed", self.peer, request.target_text,
                       exc if isinstance(exc, OSError) else "the file changed while being sent")
@@ -530,6 +533,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _done(self, close: bool) -> None:
         """A response is all written: close, or wait for the next request."""
+        self._head_sent = False
         if close:
             self.close_idle()
         elif not self.busy:
@@ -546,6 +550,7 @@ class HttpConnection(asyncio.Protocol):
     def _finished(self) -> None:
         """The slow path's response is written: carry on with queued requests."""
         self.busy = False
+        self._head_sent = False
         if self.closed:
             return
         if self._last_request_seen and not self.queue:

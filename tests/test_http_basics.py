@@ -602,3 +602,26 @@ def test_connection_close_response_has_no_trailing_bytes(srv: ServerProcess):
         data = read_until_eof(s, timeout=5)
     _head, _, body = data.partition(b"\r\n\r\n")
     assert body == STYLE_CSS.encode(), data[-200:]
+
+
+def test_an_error_after_a_streamed_file_on_the_same_connection_is_answered(docroot: Path):
+    """A 405 (or any error) that follows a large, streamed response on a keep-alive connection
+    is a normal response, not the abort reserved for errors in the middle of a body."""
+    large = bytes(range(256)) * 1024  # 256 KiB: past the data cache, sent with sendfile
+    (docroot / "large.bin").write_bytes(large)
+    server = start_server(docroot, "--access-log", "off")
+    try:
+        with connect(server) as s:
+            reader = ResponseReader(s)
+            host = f"Host: {server.host}\r\n"
+            s.sendall(f"GET /large.bin HTTP/1.1\r\n{host}\r\n".encode())
+            first = reader.read()
+            s.sendall(f"DELETE /large.bin HTTP/1.1\r\n{host}\r\n".encode())
+            second = reader.read()
+            s.sendall(f"GET /style.css HTTP/1.1\r\n{host}\r\n".encode())
+            third = reader.read()
+    finally:
+        server.stop()
+    assert first.status == 200 and first.body == large
+    assert second.status == 405
+    assert third.status == 200 and third.body == (docroot / "style.css").read_bytes()
