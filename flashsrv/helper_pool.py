@@ -20,6 +20,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections import deque
 
 from flashsrv_helpers.wire import FrameDecoder, encode
@@ -29,6 +30,7 @@ from flashsrv.disk import Disk, DiskUnavailable, close_fds
 log = logging.getLogger("flashsrv.helpers")
 
 RECV_BYTES = 1 << 18
+RESPAWN_PAUSE = 1.0
 MAX_FDS = 8
 
 
@@ -45,7 +47,7 @@ class _Job:
 
 
 class _Helper:
-    __slots__ = ("decoder", "fds", "fds_lost", "job", "proc", "sock")
+    __slots__ = ("decoder", "fds", "fds_lost", "job", "proc", "sock", "started")
 
     def __init__(self, proc: subprocess.Popen, sock: socket.socket) -> None:
         self.proc = proc
@@ -54,6 +56,7 @@ class _Helper:
         self.fds: list[int] = []
         self.fds_lost = False  # the kernel dropped descriptors we had no room for (EMFILE)
         self.job: _Job | None = None
+        self.started = time.monotonic()
 
 
 class HelperPool(Disk):
@@ -83,6 +86,8 @@ class HelperPool(Disk):
             self._spawn()
 
     def _spawn(self) -> None:
+        if self._closing:
+            return
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             proc = subprocess.Popen(
@@ -248,7 +253,10 @@ class HelperPool(Disk):
             log.error("helper %d failed (%s)", helper.proc.pid, why)
         if not self._closing:
             self.restarts += 1
-            self._spawn()
+            # A helper that dies as soon as it starts (a broken installation, say) is
+            # replaced after a pause, not in a loop that would burn a core on process starts.
+            quick_death = time.monotonic() - helper.started < RESPAWN_PAUSE
+            self._loop.call_later(RESPAWN_PAUSE if quick_death else 0, self._spawn)
 
     # -- the Disk interface --------------------------------------------------------------------
 
