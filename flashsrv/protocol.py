@@ -46,7 +46,7 @@ SENDFILE_TAIL = 4096
 # The request headers the response depends on; all others are counted and dropped.
 SEMANTIC_HEADERS = frozenset({
     b"accept", b"accept-encoding", b"if-match", b"if-none-match", b"if-modified-since",
-    b"if-unmodified-since", b"if-range", b"range", b"expect", b"transfer-encoding",
+    b"if-unmodified-since", b"if-range", b"range", b"expect", b"transfer-encoding", b"upgrade",
 })
 # A GET or HEAD body means nothing here; beyond this size it is refused rather than drained.
 MAX_BODY_BYTES = 1 << 20
@@ -264,9 +264,12 @@ class HttpConnection(asyncio.Protocol):
         url = self._url
         headers = self._headers
         conditional = self._conditional
-        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
-        if "transfer-encoding" in headers and version == "1.0":
-            keep_alive = False  # RFC 9112 §6.1: framing a 1.0 peer cannot have meant
+        keep_alive = parser.should_keep_alive()
+        if headers:
+            if "upgrade" in headers and parser.should_upgrade():
+                keep_alive = False  # nothing after an upgrade request can be parsed
+            if "transfer-encoding" in headers and version == "1.0":
+                keep_alive = False  # RFC 9112 §6.1: framing a 1.0 peer cannot have meant
         self._next_message()
         if url.startswith(b"/") and b"?" not in url and b"#" not in url:
             path, query = url, b""
@@ -305,7 +308,9 @@ class HttpConnection(asyncio.Protocol):
             elif file.size <= content.max_object or file.fd < 0:
                 data = content.cached_body(file)
                 if data is not None:
-                    self._send(request, plan, body_of(plan, data))
+                    if plan.part_heads or plan.length != len(data):
+                        data = body_of(plan, data)
+                    self._send(request, plan, data)
                     return
             else:
                 self._stream_now(request, plan)

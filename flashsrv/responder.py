@@ -104,9 +104,8 @@ class Responder:
     # -- the handler: which representation, and its full 200 head -----------------------------
 
     def select(self, request: Request, entry: Entry) -> Variant:
+        """The representation Accept-Encoding prefers among the entry's several variants."""
         variants = entry.variants
-        if len(variants) == 1:
-            return variants["identity"]
         available = tuple(e for e in ENCODING_PREFERENCE if e in variants)
         return variants[choose_encoding(request.headers.get("accept-encoding"), available)]
 
@@ -155,7 +154,8 @@ class Responder:
                 return self.error(403, "directory listing is not enabled")
         elif kind != FILE:
             return self.error({MISSING: 404, FORBIDDEN: 403}.get(kind, 500))
-        variant = self.select(request, entry)
+        variants = entry.variants
+        variant = variants["identity"] if len(variants) == 1 else self.select(request, entry)
         if request.conditional:
             plan = self._conditional(request, entry, variant)
             if plan is not None:
