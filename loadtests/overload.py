@@ -21,13 +21,14 @@ import random
 import re
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from serverproc import stop_server
 
 LISTEN_RE = re.compile(r"flashsrv listening on http://([^:]+):(\d+)")
 
@@ -168,13 +169,7 @@ def main() -> int:
               f"levels above it keep >= 50% of the peak: {'yes' if held else 'NO'}")
         return 0 if held and proc.poll() is None else 1
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(base, ignore_errors=True)
+        stop_server(proc, base)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import random
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from serverproc import stop_server
 
 LISTEN_RE = re.compile(r"flashsrv listening on http://([^:]+):(\d+)")
 
@@ -289,13 +290,7 @@ def main() -> int:
             print(f"  [{'ok' if ok else 'FAIL'}] {name}")
         return 0 if all(checks.values()) else 1
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(base, ignore_errors=True)
+        stop_server(proc, base)
 
 
 if __name__ == "__main__":

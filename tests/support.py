@@ -313,3 +313,139 @@ def parse_byteranges(resp: Response) -> list[tuple[dict[str, str], bytes]]:
             headers[name.strip().lower()] = value.strip()
         parts.append((headers, data))
     return parts
+
+
+# --- Helpers shared by the process- and fault-level suites ---------------------------------
+
+
+def split_response(data: bytes, what: str = "the request") -> tuple[int, dict[str, str], bytes]:
+    """(status, headers with lower-cased names, body) of one raw response read to its end."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    assert sep, f"no response head for {what}: {data[:200]!r}"
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+def fetch_to_eof(server: ServerProcess, path: str,
+                 timeout: float = 10.0) -> tuple[int, dict[str, str], bytes, bool]:
+    """GET on a fresh connection read to EOF: (status, headers dict, body, complete), where
+    complete says the body has the length its Content-Length promised (or there is none)."""
+    with connect(server, timeout=timeout) as s:
+        s.sendall(request_bytes(server, path, close=True))
+        data = read_until_eof(s, timeout=timeout, limit=1 << 30)
+    status, headers, body = split_response(data, path)
+    complete = int(headers.get("content-length", len(body))) == len(body)
+    return status, headers, body, complete
+
+
+def helpers_of(server: ServerProcess, count: int, exclude: tuple[int, ...] = (),
+               timeout: float = 5.0) -> list[int]:
+    """Wait until the server has exactly `count` helpers, none of them in `exclude`; their pids.
+    Fails the test when that does not happen within timeout."""
+    def ready():
+        pids = server.helper_pids()
+        return pids if len(pids) == count and not set(pids) & set(exclude) else None
+    pids = wait_until(ready, timeout)
+    not_these = f" (not {exclude})" if exclude else ""
+    assert pids, f"expected {count} helpers{not_these}, have {server.helper_pids()}"
+    return pids
+
+
+def resume(*pids: int) -> None:
+    """SIGCONT each of pids that still runs (cleanup after a test stopped helpers)."""
+    for pid in pids:
+        if not pid_gone(pid):
+            os.kill(pid, signal.SIGCONT)
+
+
+def request_each(server: ServerProcess, paths, close: bool = True, timeout: float = 10.0):
+    """For each path, open a connection, send a GET for it and yield the socket (unread)."""
+    for path in paths:
+        s = connect(server, timeout=timeout)
+        s.sendall(request_bytes(server, path, close=close))
+        yield s
+
+
+def slow_connection(server: ServerProcess, path: str, close: bool = False,
+                    rcvbuf: int = 64 * 1024, timeout: float | None = 10.0) -> socket.socket:
+    """A socket with a small receive buffer (the server's sends block early, as for a slow
+    reader) on which a GET for path has been sent."""
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.settimeout(timeout)
+        s.connect((server.host, server.port))
+        s.sendall(request_bytes(server, path, close=close))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def open_slow_download(server: ServerProcess, path: str, first: int, close: bool = False,
+                       ) -> tuple[socket.socket, bytes, bytes]:
+    """slow_connection() read until the head and at least `first` bytes have arrived:
+    (socket, response head, the body bytes received so far)."""
+    s = slow_connection(server, path, close=close)
+    buf = bytearray()
+    try:
+        while b"\r\n\r\n" not in buf or len(buf) < first:
+            chunk = s.recv(65536)
+            assert chunk, f"closed after {len(buf)} bytes, before the first {first}"
+            buf += chunk
+    except BaseException:
+        s.close()
+        raise
+    head, _, body = bytes(buf).partition(b"\r\n\r\n")
+    return s, head, body
+
+
+class SlowDownload:
+    """A GET of a large file read slowly: the head and the first bytes, then the caller changes
+    the file, then `finish()` reads the rest until the promised length or EOF."""
+
+    def __init__(self, server: ServerProcess, path: str, first: int = 512 * 1024) -> None:
+        self.sock, self.head, self.body = open_slow_download(server, path, first)
+        self.length = int(next(line.split(b":")[1] for line in self.head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")))
+
+    def finish(self) -> bool:
+        """Read the rest; True when the whole promised length arrived (keep-alive: no EOF)."""
+        import pytest
+
+        parts = [self.body]
+        got = len(self.body)
+        try:
+            while got < self.length:
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            pytest.fail(f"stalled at {got} of {self.length} bytes")
+        finally:
+            self.sock.close()
+        self.body = b"".join(parts)
+        assert len(self.body) <= self.length, "more bytes than the Content-Length promised"
+        return len(self.body) == self.length
+
+
+def serve_refused(root: Path | str, *args: str, failure: str) -> tuple[int, str]:
+    """Run `flashsrv serve ROOT --host 127.0.0.1 --port 0 ARGS`, which should refuse to start:
+    (exit status, stderr). Fails the test with `failure` if it still runs after 10 s."""
+    import pytest
+
+    cmd = [sys.executable, "-m", "flashsrv", "serve", str(root), "--host", "127.0.0.1",
+           "--port", "0", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(failure)
+    return proc.returncode, err

@@ -18,11 +18,13 @@ import pytest
 from support import (
     ResponseReader,
     ServerProcess,
-    connect,
     get,
-    pid_gone,
+    helpers_of,
     read_until_eof,
-    request_bytes,
+    request_each,
+    resume,
+    slow_connection,
+    split_response,
     start_server,
     wait_until,
 )
@@ -54,11 +56,9 @@ def admin_get(server: ServerProcess, path: str) -> tuple[int, dict[str, str], by
     with socket.create_connection((host, port), timeout=5) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n".encode())
         data = read_until_eof(s, timeout=5)
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    status, headers, body = split_response(data, f"admin {path}")
     assert int(headers["content-length"]) == len(body)
-    return int(lines[0].split()[1]), headers, body
+    return status, headers, body
 
 
 def metrics(server: ServerProcess) -> dict[str, float]:
@@ -108,8 +108,7 @@ def test_request_counters_move_by_status(root: Path):
 def test_helper_restarts_counted_after_a_kill(root: Path):
     server = start_server(root, "--admin-port", "0", "--helpers", "2", "--access-log", "off")
     try:
-        pids = wait_until(lambda: len(p := server.helper_pids()) == 2 and p, timeout=5)
-        assert pids
+        pids = helpers_of(server, 2)
         before = metrics(server)["flashsrv_helper_restarts"]
         os.kill(pids[0], signal.SIGKILL)
         assert wait_until(lambda: metrics(server)["flashsrv_helper_restarts"] == before + 1,
@@ -126,11 +125,9 @@ def test_open_connections_gauge_follows_the_clients(root: Path):
     socks = []
     try:
         assert wait_until(lambda: metrics(server)["flashsrv_open_connections"] == 0, 3)
-        for _ in range(7):
-            s = connect(server)
-            s.sendall(request_bytes(server, "/hot.txt"))
-            assert ResponseReader(s).read().status == 200
+        for s in request_each(server, ["/hot.txt"] * 7, close=False):
             socks.append(s)
+            assert ResponseReader(s).read().status == 200
         assert metrics(server)["flashsrv_open_connections"] == 7
         for s in socks[:4]:
             s.close()
@@ -165,10 +162,8 @@ def test_healthz_says_stopping_while_draining(root: Path):
     (root / "big.bin").write_bytes(b"\0" * (16 << 20))
     server = start_server(root, "--admin-port", "0", "--grace", "3", "--access-log", "off")
     try:
-        with socket.socket() as s:  # a download in flight keeps the drain going
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
-            s.connect((server.host, server.port))
-            s.sendall(request_bytes(server, "/big.bin"))
+        # a download in flight keeps the drain going
+        with slow_connection(server, "/big.bin", rcvbuf=32 * 1024, timeout=None) as s:
             s.recv(1024)
             server.proc.send_signal(signal.SIGTERM)
             time.sleep(0.3)
@@ -205,18 +200,22 @@ def test_metrics_survive_hostile_admin_requests(root: Path):
 def _overload_server(root: Path) -> tuple[ServerProcess, int]:
     server = start_server(root, "--helpers", "1", "--helper-queue", "4", "--helper-timeout",
                           "5", "--admin-port", "0", "--access-log", "off")
-    pids = wait_until(lambda: len(p := server.helper_pids()) == 1 and p, timeout=5)
-    assert pids
-    return server, pids[0]
+    (pid,) = helpers_of(server, 1)
+    return server, pid
 
 
 def _flood_cold(server: ServerProcess, n: int) -> list[tuple[socket.socket, float]]:
-    socks = []
-    for i in range(n):
-        s = connect(server, timeout=10)
-        s.sendall(request_bytes(server, f"/cold{i}.txt", close=True))
-        socks.append((s, time.monotonic()))
-    return socks
+    return [(s, time.monotonic())
+            for s in request_each(server, [f"/cold{i}.txt" for i in range(n)])]
+
+
+def _release(server: ServerProcess, helper: int,
+             socks: list[tuple[socket.socket, float]]) -> None:
+    """Cleanup after an overload test: resume the helper, close the clients, stop the server."""
+    resume(helper)
+    for s, _ in socks:
+        s.close()
+    server.stop()
 
 
 def test_saturated_helpers_give_quick_503s_while_cached_files_flow(root: Path):
@@ -245,11 +244,7 @@ def test_saturated_helpers_give_quick_503s_while_cached_files_flow(root: Path):
         assert sample["flashsrv_helper_rejected"] >= 15
         assert requests_with(503, sample) >= 15
     finally:
-        if not pid_gone(helper):
-            os.kill(helper, signal.SIGCONT)
-        for s, _ in socks:
-            s.close()
-        server.stop()
+        _release(server, helper, socks)
 
 
 def test_queued_requests_are_answered_once_the_helper_resumes(root: Path):
@@ -265,11 +260,7 @@ def test_queued_requests_are_answered_once_the_helper_resumes(root: Path):
             r = ResponseReader(s).read()
             assert (r.status, r.body) == (200, b"cold %d\n" % i)
     finally:
-        if not pid_gone(helper):
-            os.kill(helper, signal.SIGCONT)
-        for s, _ in socks:
-            s.close()
-        server.stop()
+        _release(server, helper, socks)
 
 
 # Regression test for defect D9 (found by this file, fixed by the lead).
@@ -286,8 +277,4 @@ def test_cached_file_still_flows_when_saturation_outlasts_the_revalidation_inter
         assert r.status == 200 and r.body == HOT, r.status
         assert time.monotonic() - start < 0.5
     finally:
-        if not pid_gone(helper):
-            os.kill(helper, signal.SIGCONT)
-        for s, _ in socks:
-            s.close()
-        server.stop()
+        _release(server, helper, socks)

@@ -27,11 +27,14 @@ import pytest
 from support import (
     ResponseReader,
     ServerProcess,
+    SlowDownload,
     connect,
+    fetch_to_eof,
     get,
+    helpers_of,
     pid_gone,
-    read_until_eof,
     request_bytes,
+    resume,
     start_server,
     wait_until,
 )
@@ -45,27 +48,9 @@ def pattern(size: int, salt: bytes) -> bytes:
     return b"".join(blocks)[:size]
 
 
-def helpers_of(server: ServerProcess, count: int, exclude: tuple[int, ...] = (),
-               timeout: float = 5.0) -> list[int]:
-    def ready():
-        pids = server.helper_pids()
-        return pids if len(pids) == count and not set(pids) & set(exclude) else None
-    pids = wait_until(ready, timeout)
-    assert pids, f"expected {count} helpers (not {exclude}), have {server.helper_pids()}"
-    return pids
-
-
 def fetch(server: ServerProcess, path: str, timeout: float = 10.0):
     """(status, headers, body, complete) for a GET on a fresh connection read to EOF."""
-    with connect(server, timeout=timeout) as s:
-        s.sendall(request_bytes(server, path, close=True))
-        data = read_until_eof(s, timeout=timeout, limit=1 << 30)
-    head, sep, body = data.partition(b"\r\n\r\n")
-    assert sep, f"no response head for {path}: {data[:200]!r}"
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
-    status = int(lines[0].split(" ")[1])
-    complete = int(headers.get("content-length", len(body))) == len(body)
+    status, headers, body, complete = fetch_to_eof(server, path, timeout)
     assert b"Traceback" not in body
     return status, headers, body, complete
 
@@ -107,9 +92,7 @@ def test_stopped_helper_fails_its_request_quickly_and_is_replaced_every_time(roo
         assert server.proc.poll() is None
         assert "Traceback" not in server.stderr_text()
     finally:
-        for pid in stopped:
-            if not pid_gone(pid):
-                os.kill(pid, signal.SIGCONT)
+        resume(*stopped)
         server.stop()
 
 
@@ -164,46 +147,15 @@ def test_helpers_killed_over_and_over_during_cold_requests_never_corrupt_a_respo
 # --- files changing under a response in flight ----------------------------------------------
 
 
-class SlowDownload:
-    """A keep-alive GET of a large file read slowly: the head and the first bytes, then the
-    caller changes the file, then `finish()` reads the rest until the promised length or EOF."""
-
-    def __init__(self, server: ServerProcess, path: str, first: int = 512 * 1024) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        self.sock.settimeout(10)
-        self.sock.connect((server.host, server.port))
-        self.sock.sendall(request_bytes(server, path))
-        buf = b""
-        while b"\r\n\r\n" not in buf or len(buf) < first:
-            chunk = self.sock.recv(65536)
-            assert chunk, "closed early"
-            buf += chunk
-        head, _, self.body = buf.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200"), head[:80]
-        self.length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")))
-
-    def finish(self) -> bool:
-        """Read the rest; True when the whole promised length arrived (keep-alive: no EOF)."""
-        parts = [self.body]
-        got = len(self.body)
-        try:
-            while got < self.length:
-                chunk = self.sock.recv(1 << 16)
-                if not chunk:
-                    break
-                parts.append(chunk)
-                got += len(chunk)
-        except ConnectionResetError:
-            pass
-        except TimeoutError:
-            pytest.fail(f"stalled at {got} of {self.length} bytes")
-        finally:
-            self.sock.close()
-        self.body = b"".join(parts)
-        assert len(self.body) <= self.length, "more bytes than the Content-Length promised"
-        return len(self.body) == self.length
+def download_in_flight(server: ServerProcess, root: Path, name: str, size: int,
+                       salt: bytes) -> tuple[Path, bytes, SlowDownload]:
+    """Write root/name with pattern(size, salt) and start a SlowDownload of it (a 200)."""
+    original = pattern(size, salt)
+    f = root / name
+    f.write_bytes(original)
+    dl = SlowDownload(server, "/" + name)
+    assert dl.head.startswith(b"HTTP/1.1 200"), dl.head[:80]
+    return f, original, dl
 
 
 @pytest.fixture
@@ -216,10 +168,7 @@ def big_server(root: Path):
 def test_file_truncated_while_sent_is_never_a_wrong_body_and_new_length_follows(big_server,
                                                                                  root: Path):
     size = 16 * MiB
-    original = pattern(size, b"trunc")
-    f = root / "shrink.bin"
-    f.write_bytes(original)
-    dl = SlowDownload(big_server, "/shrink.bin")
+    f, original, dl = download_in_flight(big_server, root, "shrink.bin", size, b"trunc")
     with open(f, "r+b") as fh:
         fh.truncate(2 * MiB)
     complete = dl.finish()
@@ -240,10 +189,7 @@ def test_file_truncated_while_sent_is_never_a_wrong_body_and_new_length_follows(
 def test_file_rewritten_in_place_while_sent_is_never_a_wrong_complete_body(big_server,
                                                                           root: Path):
     size = 16 * MiB
-    original = pattern(size, b"old")
-    f = root / "rewrite.bin"
-    f.write_bytes(original)
-    dl = SlowDownload(big_server, "/rewrite.bin")
+    f, original, dl = download_in_flight(big_server, root, "rewrite.bin", size, b"old")
     with open(f, "r+b") as fh:  # what `cp new.bin rewrite.bin` does: same inode, new bytes
         fh.write(pattern(size, b"new"))
     # Bytes leave by sendfile, straight from the page cache, so a cut-off body may already hold
@@ -256,10 +202,7 @@ def test_file_rewritten_in_place_while_sent_is_never_a_wrong_complete_body(big_s
 
 def test_file_deleted_while_sent_completes_with_old_bytes_then_404(big_server, root: Path):
     size = 8 * MiB
-    original = pattern(size, b"del")
-    f = root / "doomed.bin"
-    f.write_bytes(original)
-    dl = SlowDownload(big_server, "/doomed.bin")
+    f, original, dl = download_in_flight(big_server, root, "doomed.bin", size, b"del")
     f.unlink()
     deleted_at = time.monotonic()
     assert wait_until(lambda: fetch(big_server, "/doomed.bin")[0] == 404, timeout=3,

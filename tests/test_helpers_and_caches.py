@@ -18,12 +18,19 @@ import pytest
 from support import (
     ResponseReader,
     ServerProcess,
+    SlowDownload,
     connect,
+    fetch_to_eof,
     get,
+    helpers_of,
+    open_slow_download,
     pid_gone,
     read_until_eof,
     request_bytes,
+    request_each,
+    resume,
     rss_bytes,
+    slow_connection,
     start_server,
     wait_until,
 )
@@ -32,28 +39,11 @@ MiB = 1 << 20
 FRESH_WITHIN = 2.0  # the contract says about 1-1.5 s; a little slack for a loaded CI machine
 
 
-def helpers_of(server: ServerProcess, count: int, timeout: float = 5.0) -> list[int]:
-    pids = wait_until(lambda: (p := server.helper_pids()) and len(p) == count and p, timeout)
-    assert pids and len(pids) == count, f"expected {count} helpers, have {server.helper_pids()}"
-    return pids
-
-
 def fetch(server: ServerProcess, path: str, timeout: float = 10.0):
     """GET on a fresh connection read to EOF: (status, headers dict, body) with exact framing."""
-    with connect(server, timeout=timeout) as s:
-        s.sendall(request_bytes(server, path, close=True))
-        data = read_until_eof(s, timeout=timeout, limit=1 << 30)
-    head, sep, body = data.partition(b"\r\n\r\n")
-    assert sep, f"no complete response head for {path}: {data[:200]!r}"
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    if "content-length" in headers:
-        assert len(body) == int(headers["content-length"]), (
-            f"{path}: Content-Length {headers['content-length']} but {len(body)} body bytes")
+    status, headers, body, complete = fetch_to_eof(server, path, timeout)
+    assert complete, (
+        f"{path}: Content-Length {headers['content-length']} but {len(body)} body bytes")
     return status, headers, body
 
 
@@ -101,9 +91,7 @@ def test_killed_helper_is_replaced_and_requests_keep_working(small_site: Path):
     try:
         before = helpers_of(server, 2)
         os.kill(before[0], signal.SIGKILL)
-        replaced = wait_until(
-            lambda: (p := server.helper_pids()) and len(p) == 2 and before[0] not in p, 3)
-        assert replaced, f"helper not replaced within 3 s: {server.helper_pids()}"
+        helpers_of(server, 2, exclude=(before[0],), timeout=3)  # the killed one replaced
         for i in range(6):  # cold files: they must go through the (new) helpers
             (small_site / f"new{i}.txt").write_text(f"new {i}\n")
             r = get(server, f"/new{i}.txt")
@@ -123,10 +111,7 @@ def test_helper_killed_mid_request_fails_only_that_request(small_site: Path):
     try:
         for p in helpers:
             os.kill(p, signal.SIGSTOP)
-        for i in range(n):
-            s = connect(server, timeout=10)
-            s.sendall(request_bytes(server, f"/cold{i}.txt", close=True))
-            socks.append(s)
+        socks.extend(request_each(server, [f"/cold{i}.txt" for i in range(n)]))
         time.sleep(0.3)  # let the main process hand the lookups to the stopped helpers
         os.kill(helpers[0], signal.SIGKILL)
         os.kill(helpers[1], signal.SIGCONT)
@@ -148,9 +133,7 @@ def test_helper_killed_mid_request_fails_only_that_request(small_site: Path):
             assert b"Traceback" not in data
         assert time.monotonic() - start < 10
     finally:
-        for p in helpers:
-            if not pid_gone(p):
-                os.kill(p, signal.SIGCONT)
+        resume(*helpers)
         for s in socks:
             s.close()
     try:
@@ -196,10 +179,7 @@ def test_cold_requests_queue_when_every_helper_is_busy(tmp_path: Path):
     server = start_server(root, "--helpers", "1", "--access-log", "off")
     socks = []
     try:
-        for i in range(n):
-            s = connect(server, timeout=10)
-            s.sendall(request_bytes(server, f"/f{i}.txt", close=True))
-            socks.append(s)
+        socks.extend(request_each(server, [f"/f{i}.txt" for i in range(n)]))
         for i, s in enumerate(socks):
             r = ResponseReader(s).read()
             assert r.status == 200 and r.body == f"file {i}\n".encode() * (i + 1), i
@@ -247,11 +227,9 @@ def test_idle_keepalive_connections_do_not_delay_shutdown(small_site: Path):
     server = start_server(small_site, "--keepalive-timeout", "60", "--access-log", "off")
     socks = []
     try:
-        for _ in range(5):
-            s = connect(server)
-            s.sendall(request_bytes(server, "/style.css"))
-            assert ResponseReader(s).read().status == 200
+        for s in request_each(server, ["/style.css"] * 5, close=False):
             socks.append(s)
+            assert ResponseReader(s).read().status == 200
         start = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         try:
@@ -273,17 +251,8 @@ def test_in_flight_download_finishes_after_sigterm(tmp_path: Path):
     digest = write_pattern_file(root / "big.bin", size)
     server = start_server(root, "--access-log", "off")
     try:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-            s.settimeout(10)
-            s.connect((server.host, server.port))
-            s.sendall(request_bytes(server, "/big.bin", close=True))
-            buf = bytearray()
-            while len(buf) < MiB:
-                chunk = s.recv(65536)
-                assert chunk, "closed before the first MiB"
-                buf += chunk
-            head, _, body = bytes(buf).partition(b"\r\n\r\n")
+        s, head, body = open_slow_download(server, "/big.bin", MiB, close=True)
+        with s:
             assert head.startswith(b"HTTP/1.1 200"), head[:100]
             md5 = hashlib.md5(body)
             received = len(body)
@@ -460,34 +429,14 @@ def test_file_truncated_during_a_download_ends_the_connection(fresh_srv, fresh_r
     f = fresh_root / "shrinking.bin"
     size = 20 * MiB
     write_pattern_file(f, size)
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        s.settimeout(10)
-        s.connect((fresh_srv.host, fresh_srv.port))
-        s.sendall(request_bytes(fresh_srv, "/shrinking.bin"))  # keep-alive: framing matters
-        buf = b""
-        while len(buf) < 256 * 1024:
-            chunk = s.recv(65536)
-            assert chunk
-            buf += chunk
-        head, _, body = buf.partition(b"\r\n\r\n")
-        assert b"content-length: %d" % size in head.lower()
-        received = len(body)
-        with open(f, "r+b") as fh:
-            fh.truncate(MiB)
-        try:
-            while received < size:
-                chunk = s.recv(1 << 16)
-                if not chunk:
-                    break
-                received += len(chunk)
-        except ConnectionResetError:
-            pass
-        except TimeoutError:
-            pytest.fail(f"server stalled at {received} of {size} bytes after the file shrank")
+    dl = SlowDownload(fresh_srv, "/shrinking.bin", first=256 * 1024)  # keep-alive: framing
+    assert b"content-length: %d" % size in dl.head.lower()
+    with open(f, "r+b") as fh:
+        fh.truncate(MiB)
     # Either the whole announced length was sent (old data held open) or the connection was
-    # closed short: never a hang, and never extra bytes.
-    assert received <= size
+    # closed short: never a hang (finish() fails on a stall), and never extra bytes.
+    dl.finish()
+    assert len(dl.body) <= size
     # A new request soon gets the new length, correctly framed (a stale answer cut short while
     # the change is being noticed is tolerated here; the freshness tests above are strict).
     deadline = time.monotonic() + FRESH_WITHIN
@@ -559,11 +508,7 @@ def test_slow_reader_of_a_large_file_keeps_server_memory_flat(huge):
         assert get(server, "/small.txt").status == 200
         baseline = total_rss()
         peak = baseline
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-            s.settimeout(10)
-            s.connect((server.host, server.port))
-            s.sendall(request_bytes(server, "/huge.bin", close=True))
+        with slow_connection(server, "/huge.bin", close=True) as s:
             received = 0
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline:

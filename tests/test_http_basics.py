@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from support import (
     get,
     read_until_eof,
     request_bytes,
+    serve_refused,
     start_server,
     wait_until,
 )
@@ -568,31 +568,17 @@ def test_cache_bytes_accepts_plain_numbers_and_suffixes(site: Path, size: str):
 @pytest.mark.parametrize("args", [["--cache-bytes", "lots"], ["--port", "notaport"],
                                   ["--helpers", "-1"]])
 def test_invalid_options_are_rejected_with_a_message(site: Path, args: list[str]):
-    cmd = [sys.executable, "-m", "flashsrv", "serve", str(site), "--host", "127.0.0.1",
-           "--port", "0", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _, err = proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"server started despite invalid option {args}")
-    assert proc.returncode != 0
+    code, err = serve_refused(site, *args,
+                              failure=f"server started despite invalid option {args}")
+    assert code != 0
     assert err.strip(), "no error message"
     assert "Traceback" not in err
 
 
 def test_missing_root_folder_is_reported_not_served(tmp_path: Path):
-    cmd = [sys.executable, "-m", "flashsrv", "serve", str(tmp_path / "absent"), "--host",
-           "127.0.0.1", "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _, err = proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("server started on a folder that does not exist")
-    assert proc.returncode != 0
+    code, err = serve_refused(tmp_path / "absent",
+                              failure="server started on a folder that does not exist")
+    assert code != 0
     assert "Traceback" not in err
 
 
