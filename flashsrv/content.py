@@ -444,6 +444,10 @@ class Content:
 
         A page evicted between the residency check and the copy would make sendfile wait for
         the disk: the same narrow race Flash accepted with mincore(), and the only one.
+
+        No fstat follows: the caller always sends the last bytes of a response through a read
+        that checks the file (`read_nowait`/`read`), and that check covers every sendfile
+        before it, since a write changes the mtime before it changes any byte.
         """
         length = min(length, SENDFILE_MAX)
         if not self.pagecache.resident(file.fd, offset, length):
@@ -457,7 +461,6 @@ class Content:
                 self.pagecache = PageCache.unavailable()
                 return 0
             raise
-        check_unchanged(file)
         if sent == 0:
             raise FileChanged  # end of file before the Content-Length we promised
         self.sendfile_bytes += sent

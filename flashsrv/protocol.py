@@ -438,8 +438,8 @@ class HttpConnection(asyncio.Protocol):
         resident; otherwise chunks through memory, which also wait for the socket to drain
         when it is full (the write buffer's low-water mark is 0). The last bytes always go
         through memory, read and checked before they are written: a file rewritten during a
-        sendfile is caught by the check after it, so a response can only be complete if its
-        file never changed.
+        sendfile is caught by that check, so a response can only be complete if its file never
+        changed.
         """
         transport = self.transport
         content = self.site.content
