@@ -36,6 +36,10 @@ class Disk(ABC):
         """Stop it; pending work is abandoned."""
         return None
 
+    def reap(self) -> None:
+        """Collect finished worker processes (periodic; only helper processes have any)."""
+        return None
+
     def stats(self) -> dict[str, int]:
         """Counters for the admin endpoint."""
         return {}

@@ -105,9 +105,6 @@ class HelperPool(Disk):
         self._loop.add_reader(parent_end.fileno(), self._on_readable, helper)
         self._make_idle(helper)
 
-    def pids(self) -> list[int]:
-        return [h.proc.pid for h in self._helpers]
-
     async def close(self) -> None:
         self._closing = True
         for helper in list(self._helpers):

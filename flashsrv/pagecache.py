@@ -52,10 +52,6 @@ class PageCache:
         cache._syscall = None
         return cache
 
-    @property
-    def available(self) -> bool:
-        return self._syscall is not None
-
     def resident(self, fd: int, offset: int, length: int) -> bool | None:
         if self._syscall is None:
             return None

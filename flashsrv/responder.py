@@ -90,6 +90,10 @@ def body_of(plan: Plan, data: bytes) -> bytes:
     return data
 
 
+def _encoding_header(variant: Variant) -> list[tuple[str, str]]:
+    return [] if variant.encoding == "identity" else [("Content-Encoding", variant.encoding)]
+
+
 class Responder:
     """Turns (request, entry) into a Plan; holds the site rules and caches heads per variant."""
 
@@ -121,10 +125,7 @@ class Responder:
         return headers
 
     def _representation_headers(self, entry: Entry, variant: Variant) -> list[tuple[str, str]]:
-        headers = [("Content-Type", entry.content_type)]
-        if variant.encoding != "identity":
-            headers.append(("Content-Encoding", variant.encoding))
-        return headers
+        return [("Content-Type", entry.content_type), *_encoding_header(variant)]
 
     def head_200(self, entry: Entry, variant: Variant) -> bytes:
         head = variant.heads.get(200)
@@ -200,9 +201,8 @@ class Responder:
 
     def _partial(self, entry: Entry, variant: Variant, spans: list[tuple[int, int]]) -> Plan:
         size = variant.file.size
-        common = self._validator_headers(entry, variant) + self.rules.extra_headers
-        if variant.encoding != "identity":
-            common.append(("Content-Encoding", variant.encoding))
+        common = [*_encoding_header(variant), *self._validator_headers(entry, variant),
+                  *self.rules.extra_headers]
         if len(spans) == 1:
             start, end = spans[0]
             headers = [("Content-Type", entry.content_type),

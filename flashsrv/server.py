@@ -73,7 +73,6 @@ class Site:
         self.stats = Stats()
         self.date = DateHeader()
         self.connections: set[HttpConnection] = set()
-        self.now = time.monotonic()
         self.stopping = False
 
     def log_request(self, prefix: bytes, request: Request, status: int, length: int) -> None:
@@ -186,20 +185,18 @@ def reload_site(site: Site, load: Callable[[], Config]) -> None:
 
 
 async def _tick(site: Site, loop: asyncio.AbstractEventLoop) -> None:
-    """The periodic sweep: coarse clock, timeouts, log flush, helper reaping, loop lag."""
+    """The periodic sweep: Date line, timeouts, log flush, helper reaping, loop lag."""
     while True:
         before = loop.time()
         await asyncio.sleep(TICK)
         site.stats.loop_lag = max(0.0, loop.time() - before - TICK)
-        site.now = time.monotonic()
+        now = time.monotonic()
         site.date.refresh()
         for conn in list(site.connections):
-            conn.check_deadline(site.now)
+            conn.check_deadline(now)
         if site.access_log is not None:
             site.access_log.flush()
-        disk = site.content.disk
-        if isinstance(disk, HelperPool):
-            disk.reap()
+        site.content.disk.reap()
 
 
 async def _drain(site: Site, grace: float) -> None:

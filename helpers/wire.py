@@ -44,6 +44,3 @@ class FrameDecoder:
             messages.append(marshal.loads(bytes(buf[4 : 4 + size])))
             del buf[: 4 + size]
         return messages
-
-    def pending(self) -> int:
-        return len(self._buf)
