@@ -9,8 +9,11 @@
 - File-data cache (`DataCache`): whole small files keyed by file identity, LRU, bounded in bytes.
 
 Reads happen in the main process only when they cannot block: `preadv(..., RWF_NOWAIT)` fails
-with EAGAIN when the data is not in the page cache, and such reads go to the disk layer. A
-filesystem that does not support RWF_NOWAIT is remembered (by device) and always goes there.
+with EAGAIN when the data is not in the page cache, and `sendfile` is used only on a range that
+`mincore` calls resident (`pagecache`). What is not resident is warmed by a helper (read into
+the page cache) and then sent, or read through the disk layer. Files on filesystems where a
+read, fstat or close could wait (FUSE, NFS: no RWF_NOWAIT) have no descriptor in this process
+at all (`fd == -1`): a helper keeps it, and their bytes always come through the disk layer.
 No sockets here, and no HTTP beyond the names of the representations.
 """
 
@@ -26,19 +29,21 @@ from collections import OrderedDict
 from functools import partial
 from itertools import islice
 
-from flashsrv.disk import Disk, DiskUnavailable, close_fds
+from flashsrv.disk import Disk, DiskUnavailable, FileChanged, close_fds
 from flashsrv.mime import content_type, is_compressible
-from flashsrv.pagecache import PageCache
+from flashsrv.pagecache import MAX_QUERY, residency
 
 log = logging.getLogger("flashsrv.content")
 
 # An entry is answered from without a look for TRUST_FOR seconds; until STALE_AFTER it is still
-# answered from while a lookup runs in the background; after that a request waits for the
-# lookup. So a change on disk is seen within STALE_AFTER, and hot files never wait.
+# answered from while a lookup runs in the background (and for as long as that lookup takes:
+# a slow disk delays the news of a change, never the hot file); after that a request waits for
+# the lookup. So a change on disk is seen within STALE_AFTER plus the disk's own delay.
 TRUST_FOR = 0.5
 STALE_AFTER = 1.0
 CHECK_BATCH = 512
-SENDFILE_MAX = 8 << 20  # bounds the time one sendfile call keeps the loop busy
+# Bounds what one sendfile can cost if pages are evicted between the mincore and the send.
+SENDFILE_MAX = MAX_QUERY
 # Smaller bodies fit one packet anyway: compressing them saves nothing worth the CPU.
 COMPRESS_MIN = 256
 # Larger files are compressed on the fly only up to this size (the result is held in memory).
@@ -49,17 +54,13 @@ SIBLING_CODINGS = {".br": "br", ".gz": "gzip"}
 FILE, DIRECTORY, MISSING, FORBIDDEN, ERROR = "file", "dir", "missing", "forbidden", "error"
 
 
-class FileChanged(Exception):
-    """A file's bytes changed under a descriptor we hold (rewritten in place, truncated):
-    what was read may mix two versions, so it must not be sent as either."""
-
-
 def check_unchanged(file: OpenFile) -> None:
     """Raise FileChanged unless the open file still has the size and mtime it was opened with.
 
-    fstat of a descriptor we hold reads the in-memory inode, so this cannot wait for the disk.
-    The kernel updates mtime before it copies a write's data, so a read that overlapped a
-    write is always caught by a check made after it.
+    Only for descriptors this process holds, which are on filesystems where fstat reads the
+    in-memory inode (see diskops.nowait_capable), so it cannot wait for the disk. The kernel
+    updates mtime before it copies a write's data, so a read that overlapped a write is
+    always caught by a check made after it.
     """
     st = os.fstat(file.fd)
     if st.st_mtime_ns != file.mtime_ns or st.st_size != file.size:
@@ -67,36 +68,46 @@ def check_unchanged(file: OpenFile) -> None:
 
 
 class OpenFile:
-    """An open descriptor and the facts read from it at open time; closed when unreferenced.
+    """One version of a file: its descriptor (-1 when a helper keeps it) and the facts read
+    at open time; closed and unmapped when unreferenced.
 
     Responses in flight keep a reference, so a file replaced on disk keeps serving its old,
     consistent bytes to them while new requests get the new file.
     """
 
-    __slots__ = ("dev", "fd", "identity", "mtime_ns", "size")
+    __slots__ = ("dev", "fd", "identity", "mapping", "mtime_ns", "path", "size")
+    generated = False
 
-    def __init__(self, fd: int, size: int, mtime_ns: int, ino: int, dev: int) -> None:
+    def __init__(self, fd: int, path: str, size: int, mtime_ns: int, ino: int, dev: int
+                 ) -> None:
         self.fd = fd
+        self.path = path
         self.size = size
         self.mtime_ns = mtime_ns
         self.dev = dev
         # The data-cache key: a new version of a file never finds the old version's bytes.
         self.identity = (dev, ino, size, mtime_ns)
+        self.mapping = 0  # address of the never-touched mapping mincore asks about; -1: none
 
     def __del__(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        if self.mapping > 0:
+            residency.unmap(self.mapping, self.size)
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
 
 class GeneratedFile:
     """A representation computed from a file (its on-the-fly gzip): bytes live only in the
     data cache, and are computed again from `source` if they were evicted."""
 
-    __slots__ = ("dev", "fd", "identity", "mtime_ns", "size", "source")
+    __slots__ = ("dev", "fd", "identity", "mtime_ns", "path", "size", "source")
+    generated = True
 
     def __init__(self, source: OpenFile, size: int, coding: str) -> None:
         self.source = source
         self.fd = -1
+        self.path = source.path
         self.size = size
         self.mtime_ns = source.mtime_ns
         self.dev = source.dev
@@ -154,7 +165,7 @@ def facts_of(result: tuple, directory: bool) -> tuple[str, dict[str, tuple]]:
     if directory and kind == FILE:
         return MISSING, {}
     return kind, {SIBLING_CODINGS.get(suffix, "identity"): (dev, ino, size, mtime_ns)
-                  for suffix, size, mtime_ns, ino, dev, _data in result[1]}
+                  for suffix, size, mtime_ns, ino, dev, *_ in result[1]}
 
 
 class DataCache:
@@ -241,8 +252,8 @@ class Content:
         self.revalidations = 0
         self._nowait_devices: dict[int, bool] = {}
         self._use_nowait = _nowait_supported_default()
-        self.pagecache = PageCache()
         self.sendfile_bytes = 0
+        self.warm_bytes = 0
         self.nowait_reads = 0
         self.disk_reads = 0
 
@@ -257,12 +268,13 @@ class Content:
         age = time.monotonic() - entry.checked_at
         if age < TRUST_FOR:
             return entry
+        if key in self._stale:
+            return entry  # its revalidation is on the way: a slow disk must not stall it
         if age < STALE_AFTER:
-            if key not in self._stale:
-                self._stale[key] = entry
-                if not self._checking:
-                    self._checking = True
-                    asyncio.get_running_loop().call_soon(self._start_check)
+            self._stale[key] = entry
+            if not self._checking:
+                self._checking = True
+                asyncio.get_running_loop().call_soon(self._start_check)
             return entry
         return None
 
@@ -342,8 +354,8 @@ class Content:
         result, fds = await self.disk.lookup(relpath, self.suffixes, prefetch)
         kind = result[0]
         if kind in (FILE, DIRECTORY):
-            variants = self._variants(result[1], fds)
-            entry = Entry(kind, relpath, variants)
+            entry = Entry(kind, relpath)
+            entry.variants = self._variants(entry.served_path, result[1], fds)
             entry.content_type = content_type(entry.served_path)
             return entry
         close_fds(fds)
@@ -358,20 +370,22 @@ class Content:
         if ("gzip" in entry.variants or not COMPRESS_MIN <= source.size <= COMPRESS_MAX
                 or not is_compressible(entry.content_type)):
             return
-        data = await self.disk.gzip(source.fd, source.size)
+        data = await self.disk.gzip(source)
         if len(data) >= source.size:
             return
         file = GeneratedFile(source, len(data), "gzip")
         self.data.put(file.identity, data)
         entry.variants["gzip"] = Variant(file, "gzip")
 
-    def _variants(self, facts: list, fds: list[int]) -> dict[str, Variant]:
-        if len(facts) != len(fds):
+    def _variants(self, relpath: str, facts: list, fds: list[int]) -> dict[str, Variant]:
+        if sum(passed for *_, passed in facts) != len(fds):
             close_fds(fds)
             raise DiskUnavailable("the descriptors of a lookup did not all arrive")
         variants = {}
-        for (suffix, size, mtime_ns, ino, dev, data), fd in zip(facts, fds, strict=True):
-            file = OpenFile(fd, size, mtime_ns, ino, dev)
+        passed_fds = iter(fds)
+        for suffix, size, mtime_ns, ino, dev, data, passed in facts:
+            fd = next(passed_fds) if passed else -1
+            file = OpenFile(fd, relpath + suffix, size, mtime_ns, ino, dev)
             encoding = SIBLING_CODINGS.get(suffix, "identity")
             variants[encoding] = Variant(file, encoding)
             if data is not None:
@@ -397,21 +411,28 @@ class Content:
 
     async def body(self, file: OpenFile | GeneratedFile) -> bytes:
         if isinstance(file, GeneratedFile):
-            data = await self.disk.gzip(file.source.fd, file.source.size)
-            check_unchanged(file.source)
+            data = await self.disk.gzip(file.source)
+            self._check_after_disk(file.source)
         else:
-            data = await self.disk.read(file.fd, 0, file.size)
-            check_unchanged(file)
+            data = await self.disk.read(file, 0, file.size)
+            self._check_after_disk(file)
         self.disk_reads += 1
         if len(data) != file.size:
             raise FileChanged
         self.data.put(file.identity, data)
         return data
 
+    @staticmethod
+    def _check_after_disk(file: OpenFile) -> None:
+        """A helper read through our descriptor: check the version here. Without one, the
+        helper checked it (and answered FileChanged)."""
+        if file.fd >= 0:
+            check_unchanged(file)
+
     def read_nowait(self, file: OpenFile, offset: int, length: int) -> bytearray | None:
         """Bytes at offset if they are all in the page cache right now, else None; raises
         FileChanged if the file is no longer the version that was opened."""
-        if not self._use_nowait or self._nowait_devices.get(file.dev) is False:
+        if file.fd < 0 or not self._use_nowait or self._nowait_devices.get(file.dev) is False:
             return None
         buf = bytearray(length)
         view = memoryview(buf)
@@ -438,27 +459,37 @@ class Content:
             raise FileChanged
         return buf
 
-    def sendfile(self, sock_fd: int, file: OpenFile, offset: int, length: int) -> int:
+    def sendfile(self, sock_fd: int, file: OpenFile, offset: int, length: int) -> int | None:
         """Send up to length bytes of the file straight from the page cache to a socket
-        (zero-copy) if every page is resident; 0 when that is not possible right now.
+        (zero-copy), as many as mincore calls resident and up to date from offset on. None when
+        the first page is not (the disk must be asked first), 0 when the socket is full or the
+        file cannot be sent zero-copy (then `file.mapping` is -1).
 
-        A page evicted between the residency check and the copy would make sendfile wait for
-        the disk: the same narrow race Flash accepted with mincore(), and the only one.
+        A page evicted between the check and the copy would make sendfile wait for the disk:
+        the narrow race Flash accepted with mincore, bounded here by SENDFILE_MAX per call.
 
         No fstat follows: the caller always sends the last bytes of a response through a read
         that checks the file (`read_nowait`/`read`), and that check covers every sendfile
         before it, since a write changes the mtime before it changes any byte.
         """
-        length = min(length, SENDFILE_MAX)
-        if not self.pagecache.resident(file.fd, offset, length):
+        mapping = file.mapping
+        if mapping == 0:
+            if file.fd < 0:
+                return None
+            mapping = file.mapping = residency.map(file.fd, file.size) or -1
+        if mapping < 0:
             return 0
+        length = residency.resident(mapping, offset, min(length, SENDFILE_MAX))
+        if not length:
+            return None
         try:
             sent = os.sendfile(sock_fd, file.fd, offset, length)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as exc:
             if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                self.pagecache = PageCache.unavailable()
+                file.mapping = -1  # this file cannot be sent zero-copy: read it instead
+                residency.unmap(mapping, file.size)
                 return 0
             raise
         if sent == 0:
@@ -471,8 +502,21 @@ class Content:
         data = self.read_nowait(file, offset, length)
         if data is None:
             self.disk_reads += 1
-            data = await self.disk.read(file.fd, offset, length)
-            check_unchanged(file)
+            data = await self.disk.read(file, offset, length)
+            self._check_after_disk(file)
             if len(data) < length:
                 raise FileChanged
         return data
+
+    async def warm(self, file: OpenFile, offset: int, length: int) -> None:
+        """Have the disk layer bring the range into the page cache, so that `sendfile` and
+        `read_nowait` can send it without waiting; FileChanged if the file got shorter."""
+        done = await self.disk.warm(file, offset, length)
+        self.warm_bytes += done
+        if done < length:
+            raise FileChanged
+
+    def can_warm(self, file: OpenFile) -> bool:
+        """Whether warming helps: only this process's own descriptors are sent from the page
+        cache; the bytes of other files must come through the disk layer."""
+        return file.fd >= 0 and file.mapping >= 0

@@ -14,12 +14,29 @@ import asyncio
 import os
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from flashsrv_helpers import diskops
 
 
 class DiskUnavailable(Exception):
     """The disk work could not be done now (helper died, timed out, queue full): answer 503."""
+
+
+class FileChanged(Exception):
+    """A file's bytes changed under a descriptor we hold (rewritten in place, truncated):
+    what was read may mix two versions, so it must not be sent as either."""
+
+
+class FileRef(Protocol):
+    """One version of an open file, as the disk layer needs it: the descriptor the main
+    process holds (-1 when a helper keeps it, see diskops.nowait_capable), the path it was
+    found at and its identity (dev, ino, size, mtime_ns)."""
+
+    fd: int
+    path: str
+    size: int
+    identity: tuple
 
 
 class Disk(ABC):
@@ -51,8 +68,12 @@ class Disk(ABC):
         """diskops.lookup; the caller owns the returned descriptors."""
 
     @abstractmethod
-    async def read(self, fd: int, offset: int, length: int) -> bytes:
-        """diskops.read of an open descriptor the caller keeps owning."""
+    async def read(self, file: FileRef, offset: int, length: int) -> bytes:
+        """diskops.read of that version of the file; FileChanged if it is gone."""
+
+    @abstractmethod
+    async def warm(self, file: FileRef, offset: int, length: int) -> int:
+        """diskops.warm: bring the range into the page cache; returns the bytes read."""
 
     @abstractmethod
     async def listdir(self, relpath: str) -> tuple:
@@ -63,8 +84,13 @@ class Disk(ABC):
         """diskops.stat_many: revalidation of many cached entries in one job."""
 
     @abstractmethod
-    async def gzip(self, fd: int, size: int) -> bytes:
+    async def gzip(self, file: FileRef) -> bytes:
         """diskops.gzip_file: CPU-heavy, so it runs wherever the blocking work runs."""
+
+
+# The sped and threads models run diskops in the main process, which holds every descriptor
+# (lookups there pass them all): their data jobs always have file.fd.
+_WARM_BUFFER = bytearray(diskops.WARM_BUFFER)
 
 
 class InlineDisk(Disk):
@@ -73,14 +99,17 @@ class InlineDisk(Disk):
     async def lookup(self, relpath, suffixes, prefetch):
         return diskops.lookup(self.root, relpath, suffixes, prefetch)
 
-    async def read(self, fd, offset, length):
-        return diskops.read(fd, offset, length)
+    async def read(self, file, offset, length):
+        return diskops.read(file.fd, offset, length)
+
+    async def warm(self, file, offset, length):
+        return diskops.warm(file.fd, offset, length, _WARM_BUFFER)
 
     async def listdir(self, relpath):
         return diskops.listdir(self.root, relpath)
 
-    async def gzip(self, fd, size):
-        return diskops.gzip_file(fd, size)
+    async def gzip(self, file):
+        return diskops.gzip_file(file.fd, file.size)
 
     async def stat_many(self, relpaths, suffixes):
         return diskops.stat_many(self.root, relpaths, suffixes)
@@ -107,14 +136,18 @@ class ThreadDisk(Disk):
     async def lookup(self, relpath, suffixes, prefetch):
         return await self._run(diskops.lookup, self.root, relpath, suffixes, prefetch)
 
-    async def read(self, fd, offset, length):
-        return await self._run(diskops.read, fd, offset, length)
+    async def read(self, file, offset, length):
+        return await self._run(diskops.read, file.fd, offset, length)
+
+    async def warm(self, file, offset, length):
+        # The pool's threads share the buffer: its bytes are thrown away anyway.
+        return await self._run(diskops.warm, file.fd, offset, length, _WARM_BUFFER)
 
     async def listdir(self, relpath):
         return await self._run(diskops.listdir, self.root, relpath)
 
-    async def gzip(self, fd, size):
-        return await self._run(diskops.gzip_file, fd, size)
+    async def gzip(self, file):
+        return await self._run(diskops.gzip_file, file.fd, file.size)
 
     async def stat_many(self, relpaths, suffixes):
         return await self._run(diskops.stat_many, self.root, relpaths, suffixes)

@@ -4,7 +4,11 @@ Each helper is a child process with one end of a UNIX stream socket pair: a bidi
 that can also carry file descriptors, so a helper can do the blocking `open()` and hand the
 open file to the main process, which then never touches a path itself. The main process
 registers its end with the event loop (`add_reader`): a helper finishing a job is a readiness
-event like any client socket. One job is in flight per helper; the rest wait in a bounded queue.
+event like any client socket. One job is in flight per helper; the rest wait in bounded queues.
+
+Two lanes: jobs on file bytes (read, warm, gzip: `wire.DATA_OPS`) may occupy all helpers but
+a quarter (at least one, when there are two or more), so that lookups, revalidations and
+listings always find a helper even while many cold streams keep the disk busy.
 
 A helper that dies (EOF on its socket) or overruns the job timeout (it is then killed) fails its
 job with DiskUnavailable and is replaced at once. Helpers die with the main process: their
@@ -23,9 +27,9 @@ import sys
 import time
 from collections import deque
 
-from flashsrv_helpers.wire import FrameDecoder, encode
+from flashsrv_helpers.wire import CHANGED, DATA_OPS, FrameDecoder, encode
 
-from flashsrv.disk import Disk, DiskUnavailable, close_fds
+from flashsrv.disk import Disk, DiskUnavailable, FileChanged, FileRef, close_fds
 
 log = logging.getLogger("flashsrv.helpers")
 
@@ -35,7 +39,7 @@ MAX_FDS = 8
 
 
 class _Job:
-    __slots__ = ("args", "fd", "future", "id", "op", "timer")
+    __slots__ = ("args", "data", "fd", "future", "id", "op", "timer")
 
     def __init__(self, job_id: int, op: str, args: tuple, fd: int | None, future) -> None:
         self.id = job_id
@@ -43,6 +47,7 @@ class _Job:
         self.args = args
         self.fd = fd
         self.future = future
+        self.data = op in DATA_OPS
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -69,7 +74,10 @@ class HelperPool(Disk):
         self.max_queue = max_queue
         self._helpers: list[_Helper] = []
         self._idle: list[_Helper] = []
-        self._queue: deque[_Job] = deque()
+        self._queue: deque[_Job] = deque()  # metadata jobs
+        self._data_queue: deque[_Job] = deque()
+        self._data_limit = count - max(1, count // 4) if count > 1 else 1
+        self._data_busy = 0
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -109,10 +117,11 @@ class HelperPool(Disk):
         self._closing = True
         for helper in list(self._helpers):
             self._retire(helper)
-        for job in self._queue:
-            if not job.future.done():
-                job.future.set_exception(DiskUnavailable("server is stopping"))
-        self._queue.clear()
+        for queue in (self._queue, self._data_queue):
+            for job in queue:
+                if not job.future.done():
+                    job.future.set_exception(DiskUnavailable("server is stopping"))
+            queue.clear()
         deadline = asyncio.get_running_loop().time() + 2.0
         while self._zombies and asyncio.get_running_loop().time() < deadline:
             self.reap()
@@ -130,7 +139,7 @@ class HelperPool(Disk):
         return {
             "helpers": len(self._helpers),
             "helper_busy": len(self._helpers) - len(self._idle),
-            "helper_queue": len(self._queue),
+            "helper_queue": len(self._queue) + len(self._data_queue),
             "helper_restarts": self.restarts,
             "helper_jobs": self.jobs,
             "helper_rejected": self.rejected,
@@ -145,18 +154,21 @@ class HelperPool(Disk):
         if self._closing:
             raise DiskUnavailable("server is stopping")
         job = _Job(next(self._ids), op, args, fd, self._loop.create_future())
-        if self._idle:
+        queue = self._data_queue if job.data else self._queue
+        if self._idle and not (job.data and self._data_busy >= self._data_limit):
             self._dispatch(self._idle.pop(), job)
-        elif len(self._queue) >= self.max_queue:
+        elif len(queue) >= self.max_queue:
             self.rejected += 1
             raise DiskUnavailable("all helpers are busy and the queue is full")
         elif urgent:
-            self._queue.appendleft(job)
+            queue.appendleft(job)
         else:
-            self._queue.append(job)
+            queue.append(job)
         return await job.future
 
     def _dispatch(self, helper: _Helper, job: _Job) -> None:
+        if job.data:
+            self._data_busy += 1
         frame = encode((job.id, job.op, job.args))
         try:
             if job.fd is None:
@@ -174,13 +186,31 @@ class HelperPool(Disk):
             return
         job.timer = self._loop.call_later(self.job_timeout, self._on_timeout, helper, job)
 
+    def _take(self) -> _Job | None:
+        """The job a helper that is free now should run: metadata first, then data while the
+        data lane has room."""
+        for queue in (self._queue, self._data_queue):
+            if queue is self._data_queue and self._data_busy >= self._data_limit:
+                break
+            while queue:
+                job = queue.popleft()
+                if not job.future.done():
+                    return job
+        return None
+
     def _make_idle(self, helper: _Helper) -> None:
-        while self._queue:
-            job = self._queue.popleft()
-            if not job.future.done():
-                self._dispatch(helper, job)
-                return
-        self._idle.append(helper)
+        job = self._take()
+        if job is None:
+            self._idle.append(helper)
+        else:
+            self._dispatch(helper, job)
+
+    def _finish(self, helper: _Helper) -> _Job | None:
+        """Detach the job a helper was running (done, or failed with it)."""
+        job, helper.job = helper.job, None
+        if job is not None and job.data:
+            self._data_busy -= 1
+        return job
 
     def _on_readable(self, helper: _Helper) -> None:
         try:
@@ -201,7 +231,7 @@ class HelperPool(Disk):
             self._on_death(helper, str(exc))
             return
         for _job_id, result in messages:
-            job, helper.job = helper.job, None
+            job = self._finish(helper)
             fds, helper.fds = helper.fds, []
             fds_lost, helper.fds_lost = helper.fds_lost, False
             if job is None:
@@ -235,7 +265,7 @@ class HelperPool(Disk):
         self._zombies.append(helper.proc)
 
     def _on_death(self, helper: _Helper, why: str) -> None:
-        job, helper.job = helper.job, None
+        job = self._finish(helper)
         if helper.proc.poll() is None:
             helper.proc.kill()
         self._retire(helper)
@@ -260,18 +290,25 @@ class HelperPool(Disk):
     async def lookup(self, relpath, suffixes, prefetch):
         return await self._call("lookup", (relpath, suffixes, prefetch))
 
-    async def _data(self, op: str, args: tuple, fd: int) -> bytes:
-        result, fds = await self._call(op, args, fd)
+    async def _file_job(self, op: str, file: FileRef, offset: int, length: int):
+        """A data job on one version of a file; its descriptor goes along when we hold one."""
+        result, fds = await self._call(op, (file.path, file.identity, offset, length),
+                                       file.fd if file.fd >= 0 else None)
         close_fds(fds)
+        if result == CHANGED:
+            raise FileChanged
         if result[0] != "data":
             raise OSError(result[1], result[2])
         return result[1]
 
-    async def read(self, fd, offset, length):
-        return await self._data("read", (offset, length), fd)
+    async def read(self, file, offset, length):
+        return await self._file_job("read", file, offset, length)
 
-    async def gzip(self, fd, size):
-        return await self._data("gzip", (size,), fd)
+    async def warm(self, file, offset, length):
+        return await self._file_job("warm", file, offset, length)
+
+    async def gzip(self, file):
+        return await self._file_job("gzip", file, 0, file.size)
 
     async def stat_many(self, relpaths, suffixes):
         result, fds = await self._call("stat_many", (relpaths, suffixes), urgent=True)

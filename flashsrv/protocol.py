@@ -41,6 +41,10 @@ MAX_HEADERS = 100
 MAX_PENDING_HEAD = 1 << 20
 MAX_PIPELINE = 32
 STREAM_CHUNK = 256 * 1024
+# What a zero-copy stream puts in the transport when the socket is full, to learn when it drains.
+WAIT_CHUNK = 16 * 1024
+# A cold stream asks a helper to bring this much of its file into the page cache at a time.
+WARM_WINDOW = 1 << 20
 SMALL_WRITE = 64 * 1024
 SENDFILE_TAIL = 4096
 # The request headers the response depends on; all others are counted and dropped.
@@ -56,6 +60,19 @@ CONDITIONAL_HEADERS = frozenset({
 _END_CLOSE = b"Connection: close\r\n\r\n"
 _END_KEEP_ALIVE_10 = b"Connection: keep-alive\r\n\r\n"
 _END = b"\r\n"
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _drop(task: asyncio.Task | None) -> None:
+    """Cancel a task nobody will await (the warm-ahead of a response that ended or moved on)
+    and consume its outcome, so that a failure is not reported as never retrieved."""
+    if task is not None:
+        task.cancel()
+        task.add_done_callback(_retrieve)
 
 
 class Reject(Exception):
@@ -136,7 +153,9 @@ class HttpConnection(asyncio.Protocol):
             self.closed = True
             return
         site.connections.add(self)
-        transport.set_write_buffer_limits(high=STREAM_CHUNK, low=0)
+        # Paused as soon as anything waits in the transport's buffer, resumed when it is empty:
+        # bytes are produced only for a client that reads them.
+        transport.set_write_buffer_limits(high=0, low=0)
         self.deadline = monotonic() + site.config.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -305,7 +324,7 @@ class HttpConnection(asyncio.Protocol):
             elif file is None:
                 self._send(request, plan, plan.body)
                 return
-            elif file.size <= content.max_object or file.fd < 0:
+            elif file.size <= content.max_object or file.generated:
                 data = content.cached_body(file)
                 if data is not None:
                     if plan.part_heads or plan.length != len(data):
@@ -421,7 +440,7 @@ class HttpConnection(asyncio.Protocol):
         Returns whether the connection must close afterwards."""
         content = self.site.content
         file = plan.file
-        if file.size <= content.max_object or file.fd < 0:
+        if file.size <= content.max_object or file.generated:
             data = content.cached_body(file) or await content.body(file)
             return self._send(request, plan, body_of(plan, data), carry_on=False)
         close = self._write_head(request, plan)
@@ -434,12 +453,12 @@ class HttpConnection(asyncio.Protocol):
         for as long as nothing has to wait. Returns where it stopped (the disk or a full
         socket must be waited for), or None when the body is all written.
 
-        Zero-copy when everything written so far has reached the kernel and the pages are
-        resident; otherwise chunks through memory, which also wait for the socket to drain
-        when it is full (the write buffer's low-water mark is 0). The last bytes always go
-        through memory, read and checked before they are written: a file rewritten during a
-        sendfile is caught by that check, so a response can only be complete if its file never
-        changed.
+        Zero-copy for the bytes mincore calls resident; when the socket is full, a small piece
+        goes through the transport instead, whose buffer then pauses us until it drains (the
+        write buffer's limits are 0), so a slow reader costs at most that piece. Files that
+        cannot be sent zero-copy go in chunks through memory. The last bytes always go through
+        memory, read and checked before they are written: a file rewritten during a sendfile is
+        caught by that check, so a response can only be complete if its file never changed.
         """
         transport = self.transport
         content = self.site.content
@@ -452,15 +471,18 @@ class HttpConnection(asyncio.Protocol):
                     transport.write(plan.part_heads[index])
                 offset = start
             while offset <= end:
-                tail = end + 1 - offset - SENDFILE_TAIL
-                if tail > 0 and not self.write_paused and not transport.get_write_buffer_size():
-                    sent = content.sendfile(self._sock_fd, file, offset, tail)
+                if self.write_paused:
+                    return index, offset
+                left = end + 1 - offset
+                if left > SENDFILE_TAIL and file.mapping >= 0:
+                    sent = content.sendfile(self._sock_fd, file, offset, left - SENDFILE_TAIL)
+                    if sent is None:
+                        return index, offset  # not in the page cache: the disk first
                     if sent:
                         offset += sent
                         continue
-                if self.write_paused:
-                    return index, offset
-                data = content.read_nowait(file, offset, min(STREAM_CHUNK, end + 1 - offset))
+                    left = min(left, WAIT_CHUNK)
+                data = content.read_nowait(file, offset, min(STREAM_CHUNK, left))
                 if data is None:
                     return index, offset
                 transport.write(data)
@@ -472,18 +494,44 @@ class HttpConnection(asyncio.Protocol):
 
     async def _stream_rest(self, plan: Plan, position: tuple[int, int] | None, close: bool,
                            finish: bool = True) -> None:
-        """Finish what _pump could not: wait for the socket, or read through the disk layer."""
-        while position is not None:
-            index, offset = position
-            if self.write_paused:
-                await self._wait_writable()
-            else:
-                end = plan.spans[index][1]
-                data = await self.site.content.read(plan.file, offset,
-                                                    min(STREAM_CHUNK, end + 1 - offset))
-                self.transport.write(data)
-                offset += len(data)
-            position = self._pump(plan, index, offset)
+        """Finish what _pump could not: wait for the socket, or for the disk layer.
+
+        A file this process can send from the page cache is warmed by a helper (read into the
+        page cache) one window at a time, the next window's warm running while the current one
+        is sent, so the disk keeps streaming while the socket drains; the loop itself only
+        ever sends what mincore calls resident. When a warmed window still cannot be sent
+        (evicted at once, under memory pressure) or the file's descriptor is a helper's, its
+        bytes come through the disk layer instead.
+        """
+        content = self.site.content
+        file = plan.file
+        ahead: asyncio.Task | None = None  # the warm of the window after the current one
+        ahead_at = warmed_at = None
+        try:
+            while position is not None:
+                index, offset = position
+                end = plan.spans[index][1] + 1
+                if self.write_paused:
+                    await self._wait_writable()
+                elif position != warmed_at and content.can_warm(file):
+                    if ahead is not None and ahead_at == position:
+                        await ahead
+                    else:
+                        _drop(ahead)
+                        await content.warm(file, offset, min(WARM_WINDOW, end - offset))
+                    warmed_at = position
+                    ahead_at = (index, min(offset + WARM_WINDOW, end))
+                    ahead = None
+                    if ahead_at[1] < end:
+                        ahead = asyncio.get_running_loop().create_task(content.warm(
+                            file, ahead_at[1], min(WARM_WINDOW, end - ahead_at[1])))
+                else:
+                    data = await content.read(file, offset, min(STREAM_CHUNK, end - offset))
+                    self.transport.write(data)
+                    offset += len(data)
+                position = self._pump(plan, index, offset)
+        finally:
+            _drop(ahead)
         if finish:
             self._done(close)
 

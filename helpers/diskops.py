@@ -7,8 +7,9 @@ The caller hands in a path already normalised by the main process (no `..` segme
 leading slash); these functions still refuse anything whose real path leaves the document root,
 because symbolic links are only visible here. Results are plain tuples (they cross a pipe):
 
-- ("file", variants)      variants: [(suffix, size, mtime_ns, ino, dev, data|None), ...]; the
-                          i-th descriptor returned beside the result belongs to the i-th variant
+- ("file", variants)      variants: [(suffix, size, mtime_ns, ino, dev, data|None, passed), ...];
+                          the descriptors returned beside the result belong, in order, to the
+                          variants whose `passed` is true
 - ("dir", variants)       the directory's index.html as file variants, or [] when there is none
 - ("missing",) / ("forbidden",) / ("error", errno, message)
 """
@@ -19,12 +20,39 @@ import errno
 import gzip
 import os
 import stat
+from collections import OrderedDict
 
 INDEX_NAME = "index.html"
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW
+# Bytes a warm job reads at a time into one reused buffer.
+WARM_BUFFER = 1 << 20
+# Descriptors a helper keeps open for files whose descriptors never go to the main process.
+KEPT_FILES = 64
 
 Result = tuple
-Variant = tuple[str, int, int, int, int, bytes | None]
+Variant = tuple[str, int, int, int, int, bytes | None, bool]
+Identity = tuple[int, int, int, int]  # (dev, ino, size, mtime_ns): one version of one file
+
+# Per device: can a read of a page-cached file return at once instead of waiting (RWF_NOWAIT)?
+_nowait_devices: dict[int, bool] = {}
+
+
+def nowait_capable(fd: int, dev: int) -> bool:
+    """Whether the main process may hold this file's descriptor: its filesystem answers
+    `preadv(RWF_NOWAIT)`, so the main process can read it without waiting, and neither an
+    fstat nor a close of it waits for a server. FUSE and network filesystems answer
+    EOPNOTSUPP: their files stay in the helpers, and the main process asks for their bytes."""
+    known = _nowait_devices.get(dev)
+    if known is None:
+        try:
+            os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+            known = True
+        except BlockingIOError:
+            known = True
+        except (OSError, AttributeError):
+            known = False
+        _nowait_devices[dev] = known
+    return known
 
 
 def _inside(root: str, real: str) -> bool:
@@ -39,10 +67,10 @@ def _failure(exc: OSError) -> Result:
     return ("error", exc.errno or 0, exc.strerror or str(exc))
 
 
-def _regular(root: str, path: str, prefetch: int, open_file: bool
+def _regular(root: str, path: str, prefetch: int, open_file: bool, local_only: bool
              ) -> tuple[Variant, int] | Result:
-    """One regular file below root: its facts and, with open_file, a descriptor (else -1);
-    or a failure tuple.
+    """One regular file below root: its facts and, with open_file, a descriptor (else -1;
+    also -1 with local_only for a file the main process must not hold); or a failure tuple.
 
     Opening resolves symbolic links first and refuses a real path outside the root. A stat
     without opening (revalidation) skips that: it only tells whether the path still leads to
@@ -68,7 +96,10 @@ def _regular(root: str, path: str, prefetch: int, open_file: bool
         else:
             data = os.pread(fd, st.st_size, 0) if open_file and st.st_size <= prefetch else None
             size = st.st_size if data is None else len(data)
-            return ("", size, st.st_mtime_ns, st.st_ino, st.st_dev, data), fd
+            if fd >= 0 and local_only and not nowait_capable(fd, st.st_dev):
+                os.close(fd)
+                fd = -1
+            return ("", size, st.st_mtime_ns, st.st_ino, st.st_dev, data, fd >= 0), fd
     except OSError as exc:
         result = _failure(exc)
     if fd >= 0:
@@ -77,34 +108,38 @@ def _regular(root: str, path: str, prefetch: int, open_file: bool
 
 
 def _variants(
-    root: str, path: str, suffixes: tuple[str, ...], prefetch: int, open_file: bool
+    root: str, path: str, suffixes: tuple[str, ...], prefetch: int, open_file: bool,
+    local_only: bool,
 ) -> tuple[Result, list[int]]:
     """The file at path and its precompressed siblings (path + suffix) that exist."""
-    first = _regular(root, path, prefetch, open_file)
+    first = _regular(root, path, prefetch, open_file, local_only)
     if not isinstance(first[0], tuple):
         return first, []
     variants: list[Variant] = [first[0]]
     fds = [first[1]]
     for suffix in suffixes:
-        sibling = _regular(root, path + suffix, prefetch, open_file)
+        sibling = _regular(root, path + suffix, prefetch, open_file, local_only)
         if isinstance(sibling[0], tuple):
             variant, fd = sibling
             variants.append((suffix, *variant[1:]))
             fds.append(fd)
-    return ("file", variants), fds if open_file else []
+    return ("file", variants), [fd for fd in fds if fd >= 0]
 
 
 def lookup(
     root: str, relpath: str, suffixes: tuple[str, ...] = (), prefetch: int = 0,
-    open_file: bool = True,
+    open_file: bool = True, local_only: bool = False,
 ) -> tuple[Result, list[int]]:
     """Translate a normalised relative path into open files (pathname translation); without
-    open_file, only the facts (for revalidating what is already open)."""
+    open_file, only the facts (for revalidating what is already open). With local_only (a
+    helper answering the main process), descriptors of files on filesystems where holding
+    them could make the main process wait are not passed (see nowait_capable)."""
     path = os.path.join(root, relpath) if relpath else root
-    result, fds = _variants(root, path, suffixes, prefetch, open_file)
+    result, fds = _variants(root, path, suffixes, prefetch, open_file, local_only)
     if result[0] != "dir":
         return result, fds
-    index, fds = _variants(root, os.path.join(path, INDEX_NAME), suffixes, prefetch, open_file)
+    index, fds = _variants(root, os.path.join(path, INDEX_NAME), suffixes, prefetch, open_file,
+                           local_only)
     return ("dir", index[1] if index[0] == "file" else []), fds
 
 
@@ -125,6 +160,70 @@ def read(fd: int, offset: int, length: int) -> bytes:
         offset += len(data)
         length -= len(data)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def warm(fd: int, offset: int, length: int, buffer: bytearray) -> int:
+    """Read [offset, offset + length) into buffer and drop it: afterwards the range is in the
+    page cache and up to date, so the main process can send it without waiting. Returns the
+    bytes read (fewer only at end of file). Sequential windows of one stream keep the
+    kernel's readahead working for it."""
+    view = memoryview(buffer)
+    done = 0
+    while done < length:
+        n = os.preadv(fd, [view[: min(len(view), length - done)]], offset + done)
+        if n == 0:
+            break
+        done += n
+    return done
+
+
+class KeptFiles:
+    """Descriptors a helper keeps for files whose descriptors the main process must not hold
+    (see nowait_capable), keyed by path and version, least recently used closed first.
+
+    Each use checks that the path still leads to the version the main process translated:
+    a replaced or rewritten file answers None, and the main process looks it up again.
+    """
+
+    def __init__(self, root: str, limit: int = KEPT_FILES) -> None:
+        self.root = root
+        self.limit = limit
+        self._fds: OrderedDict[tuple[str, Identity], int] = OrderedDict()
+
+    def open(self, relpath: str, identity: Identity) -> int | None:
+        key = (relpath, tuple(identity))
+        fd = self._fds.get(key)
+        if fd is not None:
+            self._fds.move_to_end(key)
+            return fd
+        real = os.path.realpath(os.path.join(self.root, relpath))
+        if not _inside(self.root, real):
+            return None
+        try:
+            fd = os.open(real, _OPEN_FLAGS)
+        except OSError:
+            return None
+        if not self.unchanged(fd, identity, check_inode=True):
+            os.close(fd)
+            return None
+        self._fds[key] = fd
+        if len(self._fds) > self.limit:
+            os.close(self._fds.popitem(last=False)[1])
+        return fd
+
+    @staticmethod
+    def unchanged(fd: int, identity: Identity, check_inode: bool = False) -> bool:
+        """Whether the open file is still that version (after a read: the read saw only it,
+        since a write changes the mtime before any byte)."""
+        st = os.fstat(fd)
+        dev, ino, size, mtime_ns = identity
+        return (st.st_size == size and st.st_mtime_ns == mtime_ns
+                and (not check_inode or (st.st_dev, st.st_ino) == (dev, ino)))
+
+    def forget(self, relpath: str, identity: Identity) -> None:
+        fd = self._fds.pop((relpath, tuple(identity)), None)
+        if fd is not None:
+            os.close(fd)
 
 
 def gzip_file(fd: int, size: int, level: int = 6) -> bytes:

@@ -16,6 +16,12 @@ import struct
 
 LENGTH = struct.Struct("!I")
 MAX_FRAME = 64 << 20
+# Jobs on a file's bytes; args (relpath, identity, offset, length), the file's descriptor passed
+# beside the frame when the main process holds one. All other jobs are about paths (metadata),
+# and the pool keeps helpers free for them so that streams never starve lookups.
+DATA_OPS = frozenset({"read", "warm", "gzip"})
+# The reply to a data job whose file is no longer the version asked for.
+CHANGED = ("changed",)
 
 
 def encode(message: tuple) -> bytes:
