@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Coroutine
+from functools import partial
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -176,7 +177,7 @@ class HttpConnection(asyncio.Protocol):
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
         if self.busy:
-            self.deadline = 0.0
+            self.deadline = monotonic() + self.site.config.send_timeout
         else:
             self.deadline = monotonic() + self.site.config.keepalive_timeout
             self._run_queue()
@@ -337,10 +338,12 @@ class HttpConnection(asyncio.Protocol):
         self._start(request, self._answer_retrying(request, entry))
 
     def _start(self, request: Request, work: Coroutine[Any, Any, None]) -> None:
-        """Go on with a response in a task; the connection is busy until it is done."""
+        """Go on with a response in a task; the connection is busy until it is done, and
+        still has a deadline: each wait (disk or socket) must end within send_timeout."""
         self.busy = True
-        self.deadline = 0.0
-        self.task = asyncio.get_running_loop().create_task(self._respond_slowly(request, work))
+        self.deadline = monotonic() + self.site.config.send_timeout
+        self.task = asyncio.get_running_loop().create_task(work)
+        self.task.add_done_callback(partial(self._slow_done, request))
 
     def _stream_now(self, request: Request, plan: Plan) -> None:
         """A large file: its head and as much of its body as goes without waiting (sendfile
@@ -349,13 +352,8 @@ class HttpConnection(asyncio.Protocol):
         close = self._write_head(request, plan)
         try:
             position = None if request.method == b"HEAD" else self._pump(plan, 0, -1)
-        except ConnectionError:  # the client went away mid-body: nothing to report
-            self.abort()
-            return
         except (FileChanged, OSError) as exc:
-            log.error("%s %s: %s; connection closed", self.peer, request.target_text,
-                      exc if isinstance(exc, OSError) else "the file changed while being sent")
-            self.abort()
+            self._fail(request, exc)
             return
         if position is None:
             self._done(close)
@@ -371,33 +369,34 @@ class HttpConnection(asyncio.Protocol):
             # Nothing sent yet: look the file up again and answer with its new version.
             await self._answer(request, None)
 
-    async def _respond_slowly(self, request: Request, work: Coroutine[Any, Any, None]) -> None:
-        """Run the slow part of a response, turning every failure into the right answer (or
-        a closed connection once a head has gone out), then carry on with the queue."""
-        site = self.site
-        try:
-            await work
-        except asyncio.CancelledError:
+    def _slow_done(self, request: Request, task: asyncio.Task) -> None:
+        """The slow part of a response ended: report how, then carry on with the queue. A
+        cancelled task means the connection is gone (connection_lost cancels it)."""
+        self.task = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._fail(request, exc)
+        self._finished()
+
+    def _fail(self, request: Request, exc: BaseException) -> None:
+        """The one place where a failure becomes an answer: an error response while nothing
+        of the response has gone out, else a closed connection (only closing is honest)."""
+        if isinstance(exc, ConnectionError):
+            self.abort()  # the client went away (seen by our own sendfile): nothing to report
             return
-        except DiskUnavailable as exc:
-            log.error("%s %s: %s", self.peer, request.target_text, exc)
-            site.stats.unavailable += 1
-            self._send_error(request, 503, "the server is busy, try again")
-        except FileChanged:
-            log.error("%s %s: the file changed while being sent", self.peer, request.target_text)
-            self._send_error(request, 503, "the file changed while being read, try again")
-        except ConnectionError:
-            return
-        except OSError as exc:
-            log.error("%s %s: %s", self.peer, request.target_text, exc)
-            self._send_error(request, 500)
-        except Exception:
-            log.exception("%s %s: internal error", self.peer, request.target_text)
+        if isinstance(exc, DiskUnavailable):
+            self.site.stats.unavailable += 1
+            status, detail, why = 503, "the server is busy, try again", str(exc)
+        elif isinstance(exc, FileChanged):
+            status, detail = 503, "the file changed while being read, try again"
+            why = "the file changed while being sent"
+        elif isinstance(exc, OSError):
+            status, detail, why = 500, "", str(exc)
+        else:
+            log.error("%s %s: internal error", self.peer, request.target_text, exc_info=exc)
             self.abort()
             return
-        finally:
-            self.task = None
-        self._finished()
+        log.error("%s %s: %s", self.peer, request.target_text, why)
+        self._send_error(request, status, detail)
 
     async def _answer(self, request: Request, entry: Entry | None) -> None:
         site = self.site
@@ -509,6 +508,7 @@ class HttpConnection(asyncio.Protocol):
         ahead_at = warmed_at = None
         try:
             while position is not None:
+                self.deadline = monotonic() + self.site.config.send_timeout
                 index, offset = position
                 end = plan.spans[index][1] + 1
                 if self.write_paused:
