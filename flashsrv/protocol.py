@@ -22,10 +22,17 @@ from functools import partial
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
+from httptools import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserInvalidMethodError,
+    HttpParserUpgrade,
+    HttpRequestParser,
+)
 
 from flashsrv.content import MISSING, Entry, FileChanged
 from flashsrv.disk import DiskUnavailable
+from flashsrv.fields import method_status, only_chunked, unparsed_method_status, valid_host
 from flashsrv.responder import Plan, Request, body_of, error_plan
 from flashsrv.urlpath import BadTarget, split_target, to_target
 
@@ -99,6 +106,7 @@ class HttpConnection(asyncio.Protocol):
         "_head_sent",
         "_header_count",
         "_headers",
+        "_host_ok",
         "_in_head",
         "_last_request_seen",
         "_pending_head",
@@ -134,6 +142,7 @@ class HttpConnection(asyncio.Protocol):
         self._head_sent = False
         self._rejected = False
         self._last_request_seen = False
+        self._host_ok = b""
         self._next_message()
 
     # -- transport events ---------------------------------------------------------------------
@@ -201,6 +210,10 @@ class HttpConnection(asyncio.Protocol):
             self._last_request_seen = True
             if not self.busy and not self.queue:
                 self.close_idle()
+        except HttpParserInvalidMethodError:
+            status = unparsed_method_status(data)
+            self._reject(status, "method not implemented" if status == 501 else "bad method")
+            return
         except HttpParserError as exc:
             detail = str(exc)
             self._reject(505 if detail == "Invalid HTTP version" else 400, detail)
@@ -242,11 +255,20 @@ class HttpConnection(asyncio.Protocol):
             if self._has_host:
                 raise Reject(400, "more than one Host header")
             self._has_host = True
+            if value != self._host_ok:
+                if not valid_host(value):
+                    raise Reject(400, "invalid Host header")
+                self._host_ok = value  # a keep-alive client repeats it: check it once
         elif key in SEMANTIC_HEADERS:
             if key in CONDITIONAL_HEADERS:
                 self._conditional = True
             elif key == b"expect":
                 self._expect(value)
+            elif key == b"transfer-encoding":
+                if "transfer-encoding" in self._headers:
+                    raise Reject(400, "more than one Transfer-Encoding header")
+                if not only_chunked(value):
+                    raise Reject(501, "transfer coding not implemented")
             text_key = key.decode("latin-1")
             text = value.decode("latin-1")
             old = self._headers.get(text_key)
@@ -312,8 +334,9 @@ class HttpConnection(asyncio.Protocol):
     def _dispatch(self, request: Request) -> None:
         """Answer from memory if possible, else start the slow path as a task."""
         site = self.site
-        if request.method not in (b"GET", b"HEAD"):
-            self._send_error(request, 405)
+        status = method_status(request.method)
+        if status:
+            self._send_error(request, status)
             return
         content = site.content
         entry = content.fresh(request.path)
