@@ -1,18 +1,21 @@
-"""The access log: one line per request, Common Log Format or JSON, written in batches.
+"""The access log: one line per request, Common Log Format or JSON, handed over in batches.
 
-Lines are built as bytes (no decoding on the hot path) and collect in memory; they are written
-when 64 KiB have gathered, on the server's periodic tick (at least once a second) and at
-shutdown: one write per batch instead of one per request. `reopen()` (SIGUSR1) reopens a file
-that logrotate moved away.
+Lines are built as bytes (no decoding on the hot path) and collect in memory; when 64 KiB have
+gathered, on the server's periodic tick (at least once a second) and at shutdown they go to a
+`LogSink`, whose thread writes them: the loop never waits for the log, and when the log does
+not keep up lines are dropped and counted (see flashsrv.logsink). `reopen()` (SIGUSR1) reopens
+a file that logrotate moved away, also in that thread. Only the constructor opens a file: it
+runs at start-up, before the loop serves, or in an executor thread on reload.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
+
+from flashsrv.logsink import ACCESS, LogSink, open_log
 
 FLUSH_BYTES = 64 * 1024
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -36,7 +39,7 @@ def safe(text: bytes) -> bytes:
 
 
 class AccessLog:
-    """Buffered writer of request lines to stdout or a file (target '-' or a path)."""
+    """Batches request lines for a LogSink on stdout or a file (target '-' or a path)."""
 
     def __init__(self, target: str, fmt: str = "clf") -> None:
         self.target = target
@@ -45,18 +48,21 @@ class AccessLog:
         self._size = 0
         self._second = -1
         self._stamp = b""
-        self._fd = -1
-        self.reopen()
+        if target == "-":
+            self.sink = LogSink(sys.stdout.fileno(), ACCESS, self._summary)
+        else:
+            self.sink = LogSink(open_log(target), ACCESS, self._summary, path=target)
+
+    def _summary(self, lines: int) -> bytes:
+        """The line that stands for `lines` dropped lines (JSON in a JSON log)."""
+        text = f"{lines} access log lines dropped: the log was full or failing"
+        if self.json:
+            return json.dumps({"time": clf_time(time.time()), "event": text}).encode() + b"\n"
+        return f"flashsrv: {text}\n".encode()
 
     def reopen(self) -> None:
         self.flush()
-        if self.target == "-":
-            self._fd = sys.stdout.fileno()
-            return
-        new = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = new
+        self.sink.reopen()
 
     def write(self, prefix: bytes, method: bytes, target: bytes, version: str, status: int,
               length: int) -> None:
@@ -80,22 +86,12 @@ class AccessLog:
             self.flush()
 
     def flush(self) -> None:
-        if not self._lines or self._fd < 0:
-            return
-        data = b"".join(self._lines)
-        self._lines.clear()
-        self._size = 0
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self._fd, view):]
-        except BlockingIOError:
-            pass  # a non-blocking stdout that is full: drop the rest rather than stall
-        except OSError as exc:
-            print(f"flashsrv: access log write failed: {exc}", file=sys.stderr)
+        if self._lines:
+            self.sink.write(b"".join(self._lines), len(self._lines))
+            self._lines.clear()
+            self._size = 0
 
     def close(self) -> None:
+        """Hand over the last lines; the sink's thread writes them and closes the file."""
         self.flush()
-        if self.target != "-" and self._fd >= 0:
-            os.close(self._fd)
-        self._fd = -1
+        self.sink.close()

@@ -31,6 +31,12 @@ def metrics_text(site: Site) -> str:
     ]
     lines += [f'flashsrv_requests_total{{status="{status}"}} {count}'
               for status, count in sorted(stats.by_status.items())]
+    lines += [
+        "# HELP flashsrv_log_dropped_total Log lines dropped because the log was full or failing.",
+        "# TYPE flashsrv_log_dropped_total counter",
+    ]
+    lines += [f'flashsrv_log_dropped_total{{log="{name}"}} {count}'
+              for name, count in stats.logs.dropped.items()]
     gauges = {
         "open_connections": ("gauge", "Client connections open now.", len(site.connections)),
         "bytes_sent_total": ("counter", "Body bytes promised in responses.", stats.bytes_sent),
@@ -57,6 +63,10 @@ def metrics_text(site: Site) -> str:
                                  content.sendfile_bytes),
         "event_loop_lag_seconds": ("gauge", "Lateness of the last periodic tick.",
                                    round(stats.loop_lag, 6)),
+        "event_loop_lag_max_seconds": ("gauge", "Largest lateness of a periodic tick since start.",
+                                       round(stats.loop_lag_max, 6)),
+        "log_suppressed_total": ("counter", "Connection log lines over the rate limit.",
+                                 stats.logs.suppressed),
         "uptime_seconds": ("gauge", "Seconds since start.", round(time.time() - stats.started)),
     }
     gauges.update({

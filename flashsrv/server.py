@@ -31,6 +31,7 @@ from flashsrv.content import Content
 from flashsrv.disk import Disk, InlineDisk, ThreadDisk
 from flashsrv.helper_pool import HelperPool
 from flashsrv.httpdate import DateHeader
+from flashsrv.logsink import LOSSES, ErrorLog, LogSink
 from flashsrv.protocol import HttpConnection
 from flashsrv.responder import Request, Responder
 from flashsrv.site_documents import SiteDocuments
@@ -43,6 +44,10 @@ TICK = 0.25
 # larger ones go from the page cache to the socket with sendfile (or stream in chunks).
 MAX_CACHED_FILE = 64 << 10
 BACKLOG = 2048
+LOG_FORMAT = "%(asctime)s flashsrv[%(process)d] %(levelname)s %(message)s"
+# How long the end of a run waits for the log threads to write their last lines: a log nobody
+# reads must not hold up the exit.
+LOG_CLOSE_WAIT = 1.0
 
 
 class Stats:
@@ -57,6 +62,8 @@ class Stats:
         self.timeouts = 0
         self.unavailable = 0
         self.loop_lag = 0.0
+        self.loop_lag_max = 0.0
+        self.logs = LOSSES
         self.started = time.time()
 
 
@@ -130,24 +137,30 @@ def announce(sock: socket.socket, what: str = "listening") -> None:
 
 
 def reopen_log(site: Site) -> None:
-    """SIGUSR1: reopen the access log file (after logrotate moved it)."""
+    """SIGUSR1: reopen the access log file (after logrotate moved it); the log's own thread
+    opens the new file and closes the old one."""
     if site.access_log is not None:
         site.access_log.reopen()
 
 
-def _rules_and_log(config: Config, content: Content
-                   ) -> tuple[Responder, SiteDocuments, AccessLog | None]:
-    """The parts of a Site that SIGHUP may replace."""
+def _rules(config: Config, content: Content) -> tuple[Responder, SiteDocuments]:
+    """The site rules, which SIGHUP replaces (no I/O: they are built on the loop)."""
     rules = SiteRules(cache_rules=config.cache_control, extra_headers=config.headers)
     if config.default_cache_control is not None:
         rules.default_cache_control = config.default_cache_control
     responder = Responder(rules)
     documents = SiteDocuments(content, responder, config.error_pages, config.fallback,
                               config.listing)
+    return responder, documents
+
+
+def _rules_and_log(config: Config, content: Content
+                   ) -> tuple[Responder, SiteDocuments, AccessLog | None]:
+    """The parts of a Site that SIGHUP may replace; at start-up, so it may open the log."""
     access_log = None
     if config.access_log != "off":
         access_log = AccessLog(config.access_log, config.access_log_format)
-    return responder, documents, access_log
+    return *_rules(config, content), access_log
 
 
 def build_site(config: Config, root: str, fd_limit: int) -> Site:
@@ -163,39 +176,61 @@ RESTART_ONLY = ("root", "host", "port", "helpers", "model", "workers", "cache_by
                 "admin_port", "admin_host", "compress")
 
 
-def reload_site(site: Site, load: Callable[[], Config]) -> None:
+async def reload_site(site: Site, load: Callable[[], Config], one_at_a_time: asyncio.Lock
+                      ) -> None:
     """SIGHUP: read the configuration again and apply it to new requests; open connections
-    carry on. Settings that need a restart are kept, with a warning."""
-    try:
-        new = load()
-    except (ConfigError, OSError) as exc:
-        log.error("reload failed, keeping the running configuration: %s", exc)
-        return
-    for name in RESTART_ONLY:
-        if getattr(new, name) != getattr(site.config, name):
-            log.warning("reload: %s changed; it takes effect only after a restart", name)
-            setattr(new, name, getattr(site.config, name))
-    old_log = site.access_log
-    site.responder, site.documents, site.access_log = _rules_and_log(new, site.content)
-    if old_log is not None:
-        old_log.close()
-    site.config = new
-    site.content.paths.clear()
-    log.info("configuration reloaded")
+    carry on. Settings that need a restart are kept, with a warning; any error keeps the
+    running configuration. Reading the file (and opening a new access log) is disk work, done
+    in an executor thread; only the result is applied here, on the loop."""
+    loop = asyncio.get_running_loop()
+    async with one_at_a_time:
+        try:
+            new = await loop.run_in_executor(None, load)
+        except (ConfigError, OSError) as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return
+        for name in RESTART_ONLY:
+            if getattr(new, name) != getattr(site.config, name):
+                log.warning("reload: %s changed; it takes effect only after a restart", name)
+                setattr(new, name, getattr(site.config, name))
+        old_log = site.access_log
+        access_log = old_log
+        if (new.access_log, new.access_log_format) != (site.config.access_log,
+                                                      site.config.access_log_format):
+            access_log = None
+            if new.access_log != "off":
+                try:
+                    access_log = await loop.run_in_executor(
+                        None, AccessLog, new.access_log, new.access_log_format)
+                except OSError as exc:
+                    log.error("reload failed, keeping the running configuration: cannot open "
+                              "the access log %s: %s", new.access_log, exc.strerror)
+                    return
+        site.responder, site.documents = _rules(new, site.content)
+        site.access_log = access_log
+        if old_log is not None and old_log is not access_log:
+            old_log.close()
+        site.config = new
+        site.content.paths.clear()
+        log.info("configuration reloaded")
 
 
-async def _tick(site: Site, loop: asyncio.AbstractEventLoop) -> None:
-    """The periodic sweep: Date line, timeouts, log flush, helper reaping, loop lag."""
+async def _tick(site: Site, loop: asyncio.AbstractEventLoop, error_log: ErrorLog) -> None:
+    """The periodic sweep: Date line, timeouts, log flush and rate-limit window, helper
+    reaping, loop lag (the last and the largest since start: a stall shows in the maximum)."""
+    stats = site.stats
     while True:
         before = loop.time()
         await asyncio.sleep(TICK)
-        site.stats.loop_lag = max(0.0, loop.time() - before - TICK)
+        stats.loop_lag = max(0.0, loop.time() - before - TICK)
+        stats.loop_lag_max = max(stats.loop_lag_max, stats.loop_lag)
         now = time.monotonic()
         site.date.refresh()
         for conn in list(site.connections):
             conn.check_deadline(now)
         if site.access_log is not None:
             site.access_log.flush()
+        error_log.limit.roll(now)
         site.content.disk.reap()
 
 
@@ -221,7 +256,15 @@ async def serve_forever(config: Config, sock: socket.socket, root: str, fd_limit
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload_site, site, load)
+    reloads: set[asyncio.Task] = set()
+    one_at_a_time = asyncio.Lock()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload_site(site, load, one_at_a_time))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     loop.add_signal_handler(signal.SIGUSR1, reopen_log, site)
     server = await loop.create_server(lambda: HttpConnection(site), sock=sock, backlog=BACKLOG)
     admin = None
@@ -229,7 +272,8 @@ async def serve_forever(config: Config, sock: socket.socket, root: str, fd_limit
         from flashsrv.admin import start_admin
 
         admin = await start_admin(site, config.admin_host, config.admin_port)
-    ticker = loop.create_task(_tick(site, loop))
+    error_log = ErrorLog(LOG_FORMAT)
+    ticker = loop.create_task(_tick(site, loop, error_log))
     # Requests' objects die by reference counting; the cycle collector need not scan the
     # start-up objects again (freeze) nor run every 700 allocations.
     gc.freeze()
@@ -247,9 +291,27 @@ async def serve_forever(config: Config, sock: socket.socket, root: str, fd_limit
         await _drain(site, config.grace)
     finally:
         ticker.cancel()
-        await site.content.disk.close()
-        if site.access_log is not None:
-            site.access_log.close()
+        try:
+            await site.content.disk.close()
+        finally:
+            await _close_logs(site, error_log)
+
+
+async def _close_logs(site: Site, error_log: ErrorLog) -> None:
+    """Hand the last lines to the log threads, put the blocking stderr handler back for what
+    comes after the loop, and give the threads LOG_CLOSE_WAIT to write (in an executor)."""
+    sinks = [error_log.sink]
+    if site.access_log is not None:
+        site.access_log.close()
+        sinks.append(site.access_log.sink)
+    error_log.close()
+    deadline = time.monotonic() + LOG_CLOSE_WAIT
+    await asyncio.get_running_loop().run_in_executor(None, _join_logs, sinks, deadline)
+
+
+def _join_logs(sinks: list[LogSink], deadline: float) -> None:
+    for sink in sinks:
+        sink.join(max(0.0, deadline - time.monotonic()))
 
 
 def run_worker(config: Config, sock: socket.socket, root: str, announce_address: bool,
@@ -332,8 +394,9 @@ def supervise(config: Config, root: str, load: Callable[[], Config]) -> int:
 
 def run(config: Config, load: Callable[[], Config]) -> int:
     """Serve until SIGTERM/SIGINT; load() re-reads the configuration on SIGHUP."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s flashsrv[%(process)d] %(levelname)s %(message)s")
+    # Blocking stderr for start-up and a supervisor (neither runs a loop); each main process
+    # puts an ErrorLog in front of it while its loop runs (serve_forever).
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     root = document_root(config)
     if config.workers > 1:
         return supervise(config, root, load)
