@@ -16,7 +16,13 @@ Workloads (the Flash paper's comparison, on a small scale):
   cold files while another fetches a cached small file: a server that blocks on the disk also
   stops serving what it has in memory;
 - stall probe: while wrk fetches cold files, a probe fetches a cached small file every ~5 ms on a
-  keep-alive connection; its p50/p99 latency shows whether the event loop stalls.
+  keep-alive connection; its p50/p99 latency shows whether the event loop stalls;
+- disk-bound large files: 8 clients download whole cold 8 MiB files (a shuffled deck over 60
+  files, so that no file is fetched twice while the run lasts) on keep-alive connections while the
+  probe fetches the cached small file every 10 ms: cold MB/s and probe p50/p99. Each server gets
+  its own start for this row, with the issue's settings (flashsrv `--helpers 8 --cache-bytes 1M`,
+  slow disk 120 IOPS / 16 MiB/s, 8 s) unless --helpers, --cache-bytes, --throttle-iops,
+  --throttle-bps or --duration say otherwise.
 
 The slow disk needs root and a cgroup io controller; without them the disk-bound workloads are
 skipped with a message, never faked (and never slowed down by a sleep in the server).
@@ -43,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -55,17 +61,42 @@ MIB = 1024 * 1024
 # Workloads in table order. "cached" ones request a single file.
 CACHED = {"small": "/small.html", "medium": "/medium.jpg", "1mib": "/big.bin",
           "20mib": "/large.mp4"}
-ALL_WORKLOADS = [*CACHED, "many", "disk", "stall"]
+ALL_WORKLOADS = [*CACHED, "many", "disk", "stall", "coldlarge"]
+THROTTLED = ("disk", "stall", "coldlarge")  # workloads that need the slow disk
 WORKLOAD_TITLES = {
     "small": "cached 2 KB", "medium": "cached 100 KB", "1mib": "cached 1 MiB",
     "20mib": "cached 20 MiB", "many": "many files > cache", "disk": "disk-bound (slow disk)",
     "stall": "stall probe (cold fetches)",
+    "coldlarge": "disk-bound large files (8 MiB, slow disk)",
 }
 # Connections per workload: enough to keep one server core busy; large files need fewer.
 CONNECTIONS = {"small": 50, "medium": 50, "1mib": 16, "20mib": 8, "many": 50}
 COLD_CONNECTIONS = 16
 HOT_CONNECTIONS = 16
 PROBE_INTERVAL = 0.005
+DEFAULT_CACHE_BYTES = "16M"    # flashsrv --cache-bytes
+DEFAULT_IOPS = 100             # slow disk of the disk-bound and stall rows
+DEFAULT_BPS = 16 * MIB
+
+
+@dataclass(frozen=True)
+class ColdLarge:
+    """The disk-bound large-file row: the scenario the issue's targets were measured in."""
+
+    file_size: int = 8 * MIB
+    files: int = 60          # 480 MiB: an 8 s run at 16 MiB/s reads about a quarter of it
+    quick_files: int = 16    # --quick: runs of 1-2 s read at most ~32 MiB
+    clients: int = 8
+    seconds: float = 8.0     # unless --duration is given
+    quick_seconds: float = 2.0
+    probe_interval: float = 0.010
+    iops: int = 120          # unless --throttle-iops / --throttle-bps are given
+    bps: int = 16 * MIB
+    helpers: int = 8         # flashsrv --helpers, unless --helpers is given
+    cache_bytes: str = "1M"  # flashsrv --cache-bytes, unless --cache-bytes is given
+
+
+COLD_LARGE = ColdLarge()
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,6 +193,7 @@ class Dataset:
     root: Path
     many: list[str] = field(default_factory=list)
     cold: list[str] = field(default_factory=list)
+    coldlarge: list[str] = field(default_factory=list)
 
     def files(self, paths: list[str]) -> Iterator[Path]:
         for p in paths:
@@ -178,7 +210,7 @@ def _write(path: Path, size: int, block: bytes) -> None:
 
 
 def make_dataset(base: Path, quick: bool, workloads: list[str]) -> Dataset:
-    """Write the files; the many/cold sets only when a workload needs them."""
+    """Write the files; the many/cold/large sets only when a workload needs them."""
     root = base / "www"
     ds = Dataset(root)
     rng = random.Random(1999)
@@ -198,6 +230,12 @@ def make_dataset(base: Path, quick: bool, workloads: list[str]) -> Dataset:
     for i, p in enumerate([*ds.many, *ds.cold]):
         off = (i * 4099) % (MIB - 100 * KB)
         _write(root / p.lstrip("/"), 100 * KB, block[off:off + 100 * KB])
+    if "coldlarge" in workloads:
+        n = COLD_LARGE.quick_files if quick else COLD_LARGE.files
+        ds.coldlarge = [f"/coldlarge/l{i:02d}.bin" for i in range(n)]
+        for p in ds.coldlarge:  # each one its own random bytes: no two files share a page
+            data = rng.randbytes(COLD_LARGE.file_size)
+            _write(root / p.lstrip("/"), len(data), data)
     os.sync()  # dirty pages cannot be evicted: flush them so DONTNEED really makes files cold
     return ds
 
@@ -210,18 +248,49 @@ def warm(paths: Iterator[Path]) -> None:
 
 
 def evict(paths: Iterator[Path]) -> int:
-    """Drop the files' pages from the page cache; returns how many still look resident."""
-    resident = 0
-    for p in paths:
-        fd = os.open(p, os.O_RDONLY)
+    """Drop the files' pages from the page cache; returns how many still have pages there."""
+    left = list(paths)
+    for attempt in range(2):
+        if attempt:
+            os.sync()  # a dirty page or one under writeback is not dropped: flush, try again
+        for p in left:
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+        left = [p for p in left if resident_pages(p)]
+        if not left:
+            break
+    return len(left)
+
+
+def resident_pages(path: Path) -> int:
+    """Pages of `path` in the page cache, by mincore() over a mapping that is never touched.
+
+    Not by a RWF_NOWAIT read: on a miss that read returns EAGAIN but starts readahead (measured
+    here, kernel 6.18: 4 pages), from this process, outside the throttle, so the check itself
+    would make the head of every file warm."""
+    import ctypes
+    import mmap
+
+    size = path.stat().st_size
+    if not size:
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    vec = (ctypes.c_ubyte * pages)()
+    # A private mapping (ACCESS_COPY) is writable for ctypes yet never writes to the file.
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as m:
+        view = (ctypes.c_char * size).from_buffer(m)
         try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            with contextlib.suppress(BlockingIOError, OSError):
-                os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
-                resident += 1
+            failed = libc.mincore(ctypes.c_void_p(ctypes.addressof(view)), ctypes.c_size_t(size),
+                                  vec)
         finally:
-            os.close(fd)
-    return resident
+            del view  # the mapping cannot close while a ctypes view exports it
+    if failed:
+        raise OSError(ctypes.get_errno(), "mincore failed")
+    return sum(b & 1 for b in vec)
 
 
 # --------------------------------------------------------------------------------------------
@@ -647,6 +716,7 @@ class WrkResult:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     cpu: float = 0.0  # share of its core the load generator used
+    started: int = 0  # bulk loader: requests started (files picked from the deck)
 
     @property
     def rps(self) -> float:
@@ -676,7 +746,7 @@ class Wrk:
         if mode == "bulk":
             # wrk reads 8 KiB per recv(): for MiB-sized bodies it, not the server, is the limit.
             cmd = [sys.executable, __file__, "--bulk-loader", str(srv.port),
-                   srv.spec.prefix + paths[0], str(connections), str(seconds)]
+                   ",".join(srv.spec.prefix + p for p in paths), str(connections), str(seconds)]
         if tools.cpus:
             cmd = ["taskset", "-c", str(tools.cpus[1]), *cmd]
         self.out = tempfile.TemporaryFile()  # noqa: SIM115 (closed in result())
@@ -710,17 +780,17 @@ class Wrk:
                     errors=int(d["connect"] + d["read"] + d["write"] + d["status"]
                                + d["timeout"]),
                     p50_ms=d["p50_us"] / 1000, p99_ms=d["p99_us"] / 1000,
-                    cpu=(usage.ru_utime + usage.ru_stime) / seconds if seconds else 0.0)
+                    cpu=(usage.ru_utime + usage.ru_stime) / seconds if seconds else 0.0,
+                    started=int(d.get("started", 0)))
         raise RuntimeError(f"wrk failed (exit {self.proc.returncode}):\n{text[-2000:]}")
 
 
 class _BulkConn:
     """One keep-alive connection of the bulk loader: a tiny HTTP/1.1 response state machine."""
 
-    def __init__(self, port: int, request: bytes) -> None:
+    def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setblocking(False)
-        self.request = request
         self.head = b""
         self.left = -1        # body bytes (Content-Length) or chunk bytes still expected
         self.chunked = False
@@ -728,9 +798,9 @@ class _BulkConn:
         self.trailer = False  # after the last chunk: waiting for the final empty line
         self.sent = 0.0
 
-    def send(self) -> None:
+    def send(self, request: bytes) -> None:
         self.sent = time.monotonic()
-        self.sock.sendall(self.request)
+        self.sock.sendall(request)
 
     def feed(self, data: memoryview) -> bool:
         """Consume received bytes; True when the response is complete."""
@@ -792,20 +862,34 @@ class _BulkConn:
         return False
 
 
-def bulk_loader(port: int, path: str, connections: int, seconds: float) -> None:
+def bulk_loader(port: int, paths: list[str], connections: int, seconds: float) -> None:
     """A load generator for large bodies: epoll plus recv_into a 4 MiB buffer (no parsing of
-    the body), so that one core can absorb what the server sends. Prints wrk's JSON line."""
+    the body), so that one core can absorb what the server sends. Prints wrk's JSON line.
+
+    With several paths every request takes the next one from a shuffled deck (the same order
+    for every server): no file is asked for twice before all of them were, so cold stays cold."""
     import selectors
 
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    requests = [f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for p in paths]
+    rng = random.Random(1999)
+    deck: list[bytes] = []
+    started = 0
+
+    def next_request() -> bytes:
+        nonlocal started
+        if not deck:
+            deck.extend(rng.sample(requests, len(requests)))
+        started += 1
+        return deck.pop()
+
     buf = memoryview(bytearray(4 * MIB))
     sel = selectors.DefaultSelector()
-    conns = [_BulkConn(port, request) for _ in range(connections)]
+    conns = [_BulkConn(port) for _ in range(connections)]
     t0 = time.monotonic()
     end = t0 + seconds
     for c in conns:
         sel.register(c.sock, selectors.EVENT_READ, c)
-        c.send()
+        c.send(next_request())
     done, received, errors, lat = 0, 0, 0, []
     while (now := time.monotonic()) < end:
         for key, _ in sel.select(min(0.5, end - now)):
@@ -818,14 +902,14 @@ def bulk_loader(port: int, path: str, connections: int, seconds: float) -> None:
                 if c.feed(buf[:n]):
                     done += 1
                     lat.append(time.monotonic() - c.sent)
-                    c.send()
+                    c.send(next_request())
             except (OSError, ValueError):
                 errors += 1
                 sel.unregister(c.sock)
                 c.sock.close()
-                c.__init__(port, request)
+                c.__init__(port)
                 sel.register(c.sock, selectors.EVENT_READ, c)
-                c.send()
+                c.send(next_request())
     elapsed = time.monotonic() - t0
     lat.sort()
 
@@ -835,15 +919,16 @@ def bulk_loader(port: int, path: str, connections: int, seconds: float) -> None:
     print("WRKJSON " + json.dumps({
         "requests": done, "bytes": received, "duration_us": elapsed * 1e6, "connect": 0,
         "read": errors, "write": 0, "status": 0, "timeout": 0, "p50_us": pct(0.5),
-        "p99_us": pct(0.99), "max_us": pct(1.0)}), flush=True)
+        "p99_us": pct(0.99), "max_us": pct(1.0), "started": started}), flush=True)
 
 
 class Probe(threading.Thread):
-    """Fetches one cached small file every PROBE_INTERVAL on one keep-alive connection."""
+    """Fetches one cached small file every `interval` seconds on one keep-alive connection."""
 
-    def __init__(self, port: int, path: str, seconds: float) -> None:
+    def __init__(self, port: int, path: str, seconds: float,
+                 interval: float = PROBE_INTERVAL) -> None:
         super().__init__(daemon=True)
-        self.port, self.path, self.seconds = port, path, seconds
+        self.port, self.path, self.seconds, self.interval = port, path, seconds, interval
         self.latencies: list[float] = []
         self.error: str | None = None
 
@@ -860,9 +945,9 @@ class Probe(threading.Thread):
                     s.sendall(req)
                     buf = _read_response(s, buf)
                     self.latencies.append(time.monotonic() - t0)
-                    nxt += PROBE_INTERVAL
+                    nxt += self.interval
                     time.sleep(max(0.0, nxt - time.monotonic()))
-                    nxt = max(nxt, time.monotonic() - PROBE_INTERVAL)
+                    nxt = max(nxt, time.monotonic() - self.interval)
         except (OSError, ValueError) as e:
             self.error = f"{type(e).__name__}: {e}"
 
@@ -914,6 +999,8 @@ class Row:
     note: str = ""
     probe_p50_ms: float | None = None
     probe_p99_ms: float | None = None
+    requests: int = 0  # responses completed
+    started: int = 0   # bulk loader: requests sent (files taken from the deck)
 
 
 class Bench:
@@ -938,12 +1025,15 @@ class Bench:
             return self._run(srv, workload, [(ds.many, CONNECTIONS["many"], "random")])
         if workload in ("disk", "stall"):
             return self._cold(srv, workload)
+        if workload == "coldlarge":
+            return self._cold_large(srv)
         raise ValueError(workload)
 
     def _run(self, srv: Running, workload: str,
              loads: list[tuple[list[str], int, str]], probe: bool = False,
-             start: int = 0) -> Row:
-        secs = self.args.duration
+             start: int = 0, seconds: float | None = None,
+             probe_interval: float = PROBE_INTERVAL) -> Row:
+        secs = self.args.duration if seconds is None else seconds
         cores = list(self.tools.cpus or sorted(os.sched_getaffinity(0)))
         busy0 = cpu_times(cores)
         cpu0, t0 = srv.cpu_seconds(), time.monotonic()
@@ -951,7 +1041,7 @@ class Bench:
                 for paths, conns, mode in loads]
         prober = None
         if probe:
-            prober = Probe(srv.port, srv.spec.prefix + CACHED["small"], secs)
+            prober = Probe(srv.port, srv.spec.prefix + CACHED["small"], secs, probe_interval)
             prober.start()
         results = [g.result() for g in gens]
         if prober:
@@ -963,7 +1053,9 @@ class Bench:
                   rps=sum(r.rps for r in results), mbps=sum(r.mbps for r in results),
                   p50_ms=results[0].p50_ms, p99_ms=results[0].p99_ms,
                   errors=sum(r.errors for r in results),
-                  server_cpu=server_cpu, wrk_cpu=sum(r.cpu for r in results))
+                  server_cpu=server_cpu, wrk_cpu=sum(r.cpu for r in results),
+                  requests=sum(r.requests for r in results),
+                  started=sum(r.started for r in results))
         if len(results) > 1:
             row.note = " + ".join(f"{r.rps:,.0f}" for r in results) + " req/s (cold + hot)"
         if prober:
@@ -985,27 +1077,50 @@ class Bench:
                                  f"(exit {srv.proc.returncode}):\n{srv.log_tail()}")
         return row
 
-    def _cold(self, srv: Running, workload: str) -> Row:
+    def _slow_disk(self, paths: list[str], iops: int, bps: int, run: Callable[[], Row]) -> Row:
+        """Evict `paths`, throttle the server's reads, run; the row notes the disk reads."""
         assert self.throttle is not None
-        ds = self.ds
-        left = evict(ds.files(ds.cold))
+        left = evict(self.ds.files(paths))
         if left:
             log(f"warning: {left} cold files still resident after POSIX_FADV_DONTNEED")
         reads0 = self.throttle.reads()
-        self.throttle.limit(self.args.throttle_iops, self.args.throttle_bps)
+        self.throttle.limit(iops, bps)
         try:
-            start = 0 if workload == "disk" else len(ds.cold) // 2
-            if workload == "disk":
-                row = self._run(srv, workload, [(ds.cold, self.args.cold_connections, "walk"),
-                                                ([CACHED["small"]], HOT_CONNECTIONS, "single")],
-                                start=start)
-            else:
-                row = self._run(srv, workload, [(ds.cold, self.args.cold_connections, "walk")],
-                                probe=True, start=start)
+            row = run()
         finally:
             self.throttle.clear()
         reads = self.throttle.reads() - reads0
         row.note += f"; {reads} throttled disk reads"
+        if left:
+            row.note += f"; {left} files were still resident at the start"
+        return row
+
+    def _cold(self, srv: Running, workload: str) -> Row:
+        ds, a = self.ds, self.args
+        start = 0 if workload == "disk" else len(ds.cold) // 2
+        cold = (ds.cold, a.cold_connections, "walk")
+        if workload == "disk":
+            loads = [cold, ([CACHED["small"]], HOT_CONNECTIONS, "single")]
+        else:
+            loads = [cold]
+        return self._slow_disk(ds.cold, a.throttle_iops, a.throttle_bps, lambda: self._run(
+            srv, workload, loads, probe=workload == "stall", start=start))
+
+    def _cold_large(self, srv: Running) -> Row:
+        """8 clients download whole cold 8 MiB files while the probe fetches the hot one."""
+        ds, cl = self.ds, COLD_LARGE
+        iops, bps = cold_large_throttle(self.args)
+        row = self._slow_disk(ds.coldlarge, iops, bps, lambda: self._run(
+            srv, "coldlarge", [(ds.coldlarge, cl.clients, "bulk")], probe=True,
+            seconds=cold_large_seconds(self.args), probe_interval=cl.probe_interval))
+        row.note += (f"; files complete {row.requests}, started {row.started} "
+                     f"(of {len(ds.coldlarge)}); "
+                     f"disk {iops} IOPS / {bps / MIB:g} MiB/s")
+        if srv.spec.kind == "flashsrv":
+            srv_args = server_args(self.args, "coldlarge")
+            row.note += f"; --helpers {srv_args.helpers} --cache-bytes {srv_args.cache_bytes}"
+        if row.started > len(ds.coldlarge):
+            row.note += "; files were fetched twice: not all cold"
         return row
 
 
@@ -1041,7 +1156,8 @@ def markdown_table(rows: list[Row]) -> str:
         else:
             lat = f"{r.p50_ms:.2f} / {r.p99_ms:.2f}"
         lines.append(
-            f"| {r.workload} | {r.server} | {r.rps:,.0f} | {r.mbps:,.1f} | {ratios[i]} | {lat} "
+            f"| {r.workload} | {r.server} | {r.rps:,.{1 if r.rps < 10 else 0}f} | {r.mbps:,.1f} "
+            f"| {ratios[i]} | {lat} "
             f"| {r.errors} | {r.server_cpu:.0%} | {r.wrk_cpu:.0%} | {r.note} |")
     return "\n".join(lines)
 
@@ -1054,10 +1170,12 @@ def targets(rows: list[Row]) -> list[str]:
 
     out = []
 
-    def check(text: str, value: float | None, goal: float) -> None:
+    def check(text: str, value: float | None, goal: float, at_most: bool = False) -> None:
         if value is not None:
-            mark = "met" if value >= goal else "NOT met"
-            out.append(f"- {text}: {value:.2f} (target ≥ {goal:g}: {mark})")
+            met = value <= goal if at_most else value >= goal
+            mark = "met" if met else "NOT met"
+            out.append(f"- {text}: {value:.2f} (target {'≤' if at_most else '≥'} {goal:g}: "
+                       f"{mark})")
 
     def ratio(w: str, a: str, b: str, mb: bool = False, inverse: bool = False) -> float | None:
         x, y = get(w, a), get(w, b)
@@ -1080,6 +1198,13 @@ def targets(rows: list[Row]) -> list[str]:
     check("disk-bound, amped / sped req/s", ratio("disk", amped, "flashsrv sped"), 2)
     check("stall probe p99, sped / amped", ratio("stall", amped, "flashsrv sped", inverse=True),
           10)
+    large = get("coldlarge", amped)
+    check("disk-bound large files, amped probe p99 ms", large.probe_p99_ms if large else None, 20,
+          at_most=True)
+    check("disk-bound large files, probe p99 sped / amped",
+          ratio("coldlarge", amped, "flashsrv sped", inverse=True), 10)
+    check("disk-bound large files, amped / sped cold MB/s",
+          ratio("coldlarge", amped, "flashsrv sped", mb=True), 0.9)
     return out
 
 
@@ -1097,31 +1222,31 @@ def write_chart(rows: list[Row], path: Path) -> str | None:
         ("Cached small files (req/s, log scale)", ["small", "medium"], "rps", True),
         ("Cached large files (MB/s)", ["1mib", "20mib"], "mbps", False),
         ("Beyond the cache (req/s, log scale)", ["many", "disk"], "rps", True),
-        ("Stall probe latency (ms, log scale)", ["stall"], "probe", True),
+        ("Probe latency (ms, log scale)", ["stall", "coldlarge"], "probe", True),
     ]
+    probe_names = {"stall": "stall", "coldlarge": "8 MiB cold"}
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
     for ax, (title, workloads, metric, logy) in zip(axes.flat, panels, strict=True):
-        groups = [WORKLOAD_TITLES[w] for w in workloads]
-        if metric == "probe":
-            groups = ["probe p50", "probe p99"]
-        present = [s for s in servers if any(r.server == s and (
-            r.workload in [WORKLOAD_TITLES[w] for w in workloads]) for r in rows)]
+        titles = [WORKLOAD_TITLES[w] for w in workloads]
+        # (label on the axis, workload title, Row attribute)
+        groups = [(t, t, metric) for t in titles]
+        if metric == "probe":  # p50 and p99 of each probe row that ran (stall when none did)
+            ran = [w for w in workloads if any(r.workload == WORKLOAD_TITLES[w] for r in rows)]
+            groups = [(f"{probe_names[w]} {q}", WORKLOAD_TITLES[w], f"probe_{q}_ms")
+                      for w in ran or workloads[:1] for q in ("p50", "p99")]
+        present = [s for s in servers if any(r.server == s and r.workload in titles
+                                             for r in rows)]
         width = 0.8 / max(1, len(present))
         for k, server in enumerate(present):
             values = []
-            for g in groups:
-                if metric == "probe":
-                    r = next((r for r in rows if r.server == server
-                              and r.workload == WORKLOAD_TITLES["stall"]), None)
-                    v = None if r is None else (r.probe_p50_ms if g == "probe p50"
-                                                else r.probe_p99_ms)
-                else:
-                    r = next((r for r in rows if r.server == server and r.workload == g), None)
-                    v = None if r is None else getattr(r, metric)
-                values.append(v or 0)
+            for _, workload, attr in groups:
+                r = next((r for r in rows if r.server == server and r.workload == workload),
+                         None)
+                values.append((getattr(r, attr) if r else None) or 0)
             xs = [i + k * width for i in range(len(groups))]
             ax.bar(xs, values, width, label=server, color=colors[server])
-        ax.set_xticks([i + width * (len(present) - 1) / 2 for i in range(len(groups))], groups)
+        ax.set_xticks([i + width * (len(present) - 1) / 2 for i in range(len(groups))],
+                      [g[0] for g in groups])
         ax.set_title(title)
         if logy:
             ax.set_yscale("log")
@@ -1133,6 +1258,16 @@ def write_chart(rows: list[Row], path: Path) -> str | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
+
+
+def cold_large_settings(args: argparse.Namespace) -> str:
+    srv, (iops, bps) = server_args(args, "coldlarge"), cold_large_throttle(args)
+    return (f"Disk-bound large files: {COLD_LARGE.clients} clients downloading whole cold "
+            f"{COLD_LARGE.file_size // MIB} MiB files for {cold_large_seconds(args):g} s, probe "
+            f"every {COLD_LARGE.probe_interval * 1000:g} ms, slow disk {iops} read IOPS / "
+            f"{bps / MIB:g} MiB/s, flashsrv `--helpers {srv.helpers} --cache-bytes "
+            f"{srv.cache_bytes}` (a server start of its own for this row); cold MB/s is body "
+            "bytes received over the run's seconds, req/s is whole files per second.")
 
 
 def write_results(out: Path, rows: list[Row], info: dict[str, str], notes: list[str],
@@ -1151,6 +1286,8 @@ def write_results(out: Path, rows: list[Row], info: dict[str, str], notes: list[
         f"Command: `{cmd.strip()}`; wrk duration {args.duration:g} s per run, "
         f"`--cache-bytes {args.cache_bytes}` for flashsrv, slow disk "
         f"{args.throttle_iops} read IOPS / {args.throttle_bps / MIB:g} MiB/s.", "",
+        *([cold_large_settings(args), ""] if any(
+            r.workload == WORKLOAD_TITLES["coldlarge"] for r in rows) else []),
         table, "",
         *(["Targets (issue 4):", "", *checks, ""] if checks else []),
         *(["Notes:", "", *[f"- {n}" for n in notes], ""] if notes else []),
@@ -1167,6 +1304,31 @@ def write_results(out: Path, rows: list[Row], info: dict[str, str], notes: list[
 # Main
 
 
+def server_args(args: argparse.Namespace, workload: str) -> argparse.Namespace:
+    """The settings a server is started with for `workload` (the large-file row has its own)."""
+    if workload != "coldlarge":
+        return args
+    return argparse.Namespace(**{
+        **vars(args),
+        "helpers": args.helpers if "helpers" in args.given else COLD_LARGE.helpers,
+        "cache_bytes": (args.cache_bytes if "cache_bytes" in args.given
+                        else COLD_LARGE.cache_bytes)})
+
+
+def cold_large_throttle(args: argparse.Namespace) -> tuple[int, int]:
+    """(read IOPS, read bytes/s) of the slow disk in the large-file row."""
+    given = {"throttle_iops", "throttle_bps"} & args.given
+    if given:  # one of them given: the slow disk of the command line, as for the other rows
+        return args.throttle_iops, args.throttle_bps
+    return COLD_LARGE.iops, COLD_LARGE.bps
+
+
+def cold_large_seconds(args: argparse.Namespace) -> float:
+    if "duration" in args.given:
+        return args.duration
+    return COLD_LARGE.quick_seconds if args.quick else COLD_LARGE.seconds
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1176,13 +1338,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma-separated subset of: " + ",".join(s.key for s in SERVERS))
     p.add_argument("--workloads", default=",".join(ALL_WORKLOADS),
                    help="comma-separated subset of: " + ",".join(ALL_WORKLOADS))
-    p.add_argument("--duration", type=float, help="seconds per wrk run (10; --quick: 1)")
+    p.add_argument("--duration", type=float, help="seconds per wrk run (10; --quick: 1; "
+                   f"large-file row: {COLD_LARGE.seconds:g}, --quick: "
+                   f"{COLD_LARGE.quick_seconds:g})")
     p.add_argument("--warmup", type=float, help="seconds of warm-up per cached run (2; 0.5)")
-    p.add_argument("--cache-bytes", default="16M", help="flashsrv --cache-bytes")
-    p.add_argument("--helpers", type=int, help="flashsrv --helpers (default: its own)")
-    p.add_argument("--throttle-iops", type=int, default=100, help="slow disk: read IOPS")
-    p.add_argument("--throttle-bps", type=parse_size, default=parse_size("16M"),
-                   help="slow disk: read bytes/s")
+    # Defaults of None are filled in below: the large-file row keeps its own settings (the
+    # issue's) unless the option is given.
+    p.add_argument("--cache-bytes", help=f"flashsrv --cache-bytes ({DEFAULT_CACHE_BYTES}; "
+                   f"large-file row: {COLD_LARGE.cache_bytes})")
+    p.add_argument("--helpers", type=int, help="flashsrv --helpers (default: its own; "
+                   f"large-file row: {COLD_LARGE.helpers})")
+    p.add_argument("--throttle-iops", type=int, help=f"slow disk: read IOPS ({DEFAULT_IOPS}; "
+                   f"large-file row: {COLD_LARGE.iops})")
+    p.add_argument("--throttle-bps", type=parse_size, help="slow disk: read bytes/s "
+                   f"({DEFAULT_BPS // MIB}M; large-file row: {COLD_LARGE.bps // MIB}M)")
     p.add_argument("--cold-connections", type=int, default=COLD_CONNECTIONS,
                    help="connections fetching cold files in the disk-bound and stall runs")
     p.add_argument("--data-dir", type=Path, help="where to create the data (on a real disk)")
@@ -1192,6 +1361,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds (in all) to wait for other processes to leave the CPUs "
                         "alone before starting each server (120; --quick: 0)")
     args = p.parse_args(argv)
+    args.given = {k for k in ("duration", "cache_bytes", "helpers", "throttle_iops",
+                              "throttle_bps") if getattr(args, k) is not None}
+    if args.cache_bytes is None:
+        args.cache_bytes = DEFAULT_CACHE_BYTES
+    if args.throttle_iops is None:
+        args.throttle_iops = DEFAULT_IOPS
+    if args.throttle_bps is None:
+        args.throttle_bps = DEFAULT_BPS
     if args.duration is None:
         args.duration = 1.0 if args.quick else 10.0
     if args.idle_wait is None:
@@ -1208,8 +1385,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--bulk-loader"]:  # internal: the large-file load generator process
-        port, path, conns, secs = argv[1:5]
-        bulk_loader(int(port), path, int(conns), float(secs))
+        port, paths, conns, secs = argv[1:5]
+        bulk_loader(int(port), paths.split(","), int(conns), float(secs))
         return 0
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # clean up servers on SIGTERM too
@@ -1234,17 +1411,17 @@ def main(argv: list[str] | None = None) -> int:
     bench: Bench | None = None
     running: Running | None = None
     try:
-        log(f"creating data sets in {work}")
-        ds = make_dataset(work, args.quick, workloads)
-        if {"disk", "stall"} & set(workloads):
+        if set(THROTTLED) & set(workloads):  # before the data: no large files for nothing
             throttle, why = Throttle.create(work)
             if throttle is None:
-                msg = f"disk-bound and stall workloads skipped: {why}"
+                msg = f"disk-bound, stall and large-file workloads skipped: {why}"
                 log(msg)
                 notes.append(msg)
-                workloads = [w for w in workloads if w not in ("disk", "stall")]
+                workloads = [w for w in workloads if w not in THROTTLED]
             else:
                 notes.append(f"slow disk: {why} on device {throttle.device} ({throttle.path})")
+        log(f"creating data sets in {work}")
+        ds = make_dataset(work, args.quick, workloads)
         bench = Bench(args, tools, ds, work, throttle)
         for spec in SERVERS:
             if spec.key not in wanted:
@@ -1257,29 +1434,37 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{spec.label}: skipped: {why_not}")
                 notes.append(f"{spec.label} skipped: {why_not}")
                 continue
-            if args.idle_wait > 0:
-                t_wait = time.monotonic()
-                load = wait_until_quiet(list(tools.cpus or sorted(os.sched_getaffinity(0))),
-                                        args.idle_wait)
-                args.idle_wait -= time.monotonic() - t_wait  # one budget for the whole run
-                if load > 0.15:
-                    notes.append(f"before {spec.label}: the machine was busy ({load:.0%} of "
-                                 "a core used by other processes): its numbers are skewed")
-            log(f"{spec.label}: starting")
-            running = start_server(spec, tools, ds, work, args, throttle)
-            try:
-                for w in todo:
-                    row = bench.measure(running, w)
-                    bench.rows.append(row)
-                    log(f"{spec.label:32} {row.workload:28} {row.rps:>10,.0f} req/s "
-                        f"{row.mbps:>9,.1f} MB/s  errors {row.errors}  "
-                        f"cpu {row.server_cpu:.0%}/{row.wrk_cpu:.0%}")
-                    if running.proc.poll() is not None:
-                        break
-            finally:
-                for problem in stop_server(running):
-                    bench.problems.append(f"{spec.label}: {problem}")
-                running = None
+            # The large-file row gets a server start of its own: its flashsrv settings differ
+            # (--helpers, --cache-bytes) and every server meets it fresh.
+            for phase in ([w for w in todo if w != "coldlarge"],
+                          [w for w in todo if w == "coldlarge"]):
+                if not phase:
+                    continue
+                if args.idle_wait > 0:
+                    t_wait = time.monotonic()
+                    load = wait_until_quiet(
+                        list(tools.cpus or sorted(os.sched_getaffinity(0))), args.idle_wait)
+                    args.idle_wait -= time.monotonic() - t_wait  # one budget for the run
+                    if load > 0.15:
+                        notes.append(f"before {spec.label}: the machine was busy ({load:.0%} "
+                                     "of a core used by other processes): its numbers are "
+                                     "skewed")
+                log(f"{spec.label}: starting")
+                running = start_server(spec, tools, ds, work, server_args(args, phase[0]),
+                                       throttle)
+                try:
+                    for w in phase:
+                        row = bench.measure(running, w)
+                        bench.rows.append(row)
+                        log(f"{spec.label:32} {row.workload:28} {row.rps:>10,.0f} req/s "
+                            f"{row.mbps:>9,.1f} MB/s  errors {row.errors}  "
+                            f"cpu {row.server_cpu:.0%}/{row.wrk_cpu:.0%}")
+                        if running.proc.poll() is not None:
+                            break
+                finally:
+                    for problem in stop_server(running):
+                        bench.problems.append(f"{spec.label}: {problem}")
+                    running = None
     except KeyboardInterrupt:
         log("interrupted: stopping")
         return 130
