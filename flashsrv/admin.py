@@ -61,10 +61,14 @@ def metrics_text(site: Site) -> str:
                                 content.revalidations),
         "sendfile_bytes_total": ("counter", "Body bytes sent zero-copy from the page cache.",
                                  content.sendfile_bytes),
-        "event_loop_lag_seconds": ("gauge", "Lateness of the last periodic tick.",
+        "connections_reclaimed_total": ("counter", "Idle connections closed at the cap to "
+                                        "make room for a new one.", stats.reclaimed),
+        "event_loop_lag_seconds": ("gauge", "Lateness of the last 10 ms loop sample.",
                                    round(stats.loop_lag, 6)),
-        "event_loop_lag_max_seconds": ("gauge", "Largest lateness of a periodic tick since start.",
+        "event_loop_lag_max_seconds": ("gauge", "Largest lateness of a loop sample since start.",
                                        round(stats.loop_lag_max, 6)),
+        "warm_bytes_total": ("counter", "File bytes helpers read into the page cache for the "
+                             "loop to send.", content.warm_bytes),
         "log_suppressed_total": ("counter", "Connection log lines over the rate limit.",
                                  stats.logs.suppressed),
         "uptime_seconds": ("gauge", "Seconds since start.", round(time.time() - stats.started)),
@@ -77,6 +81,13 @@ def metrics_text(site: Site) -> str:
     for name, (kind, helptext, value) in gauges.items():
         lines += [f"# HELP flashsrv_{name} {helptext}", f"# TYPE flashsrv_{name} {kind}",
                   f"flashsrv_{name} {value}"]
+    lines += stats.loop_delay.lines(
+        "flashsrv_event_loop_delay_seconds",
+        "How late the loop ran a callback due every 10 ms: what a request waits before the "
+        "loop reads it.")
+    lines += stats.slow_requests.lines(
+        "flashsrv_slow_request_duration_seconds",
+        "Requests that waited for the disk layer, from the request to the response written.")
     return "\n".join(lines) + "\n"
 
 

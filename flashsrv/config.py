@@ -144,6 +144,9 @@ OPTIONS: tuple[Option, ...] = (
            "access log lines: Common Log Format or JSON", "clf|json"),
     Option("header-timeout", _seconds, "seconds a client may take to send a request head",
            "SECONDS"),
+    Option("request-start-timeout", _seconds,
+           "seconds a new connection may take to start its first request (shorter than "
+           "header-timeout: an idle flood cannot hold slots for long)", "SECONDS"),
     Option("keepalive-timeout", _seconds, "seconds an idle keep-alive connection is kept",
            "SECONDS"),
     Option("send-timeout", _seconds, "seconds a client may leave our writes unread",
@@ -187,6 +190,7 @@ class Config:
     access_log: str = "-"
     access_log_format: str = "clf"
     header_timeout: float = 10.0
+    request_start_timeout: float = 5.0
     keepalive_timeout: float = 75.0
     send_timeout: float = 60.0
     max_connections: int = 10000

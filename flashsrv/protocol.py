@@ -19,6 +19,7 @@ import logging
 from collections import deque
 from collections.abc import Coroutine
 from functools import partial
+from itertools import islice
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,8 @@ MAX_HEADERS = 100
 # a coarse bound that also covers what httptools accumulates before it calls on_header.
 MAX_PENDING_HEAD = 1 << 20
 MAX_PIPELINE = 32
+# How many of the oldest connections a new one at the cap may look at to find one to close.
+RECLAIM_SCAN = 64
 STREAM_CHUNK = 256 * 1024
 # What a zero-copy stream puts in the transport when the socket is full, to learn when it drains.
 WAIT_CHUNK = 16 * 1024
@@ -81,6 +84,20 @@ def _drop(task: asyncio.Task | None) -> None:
     if task is not None:
         task.cancel()
         task.add_done_callback(_retrieve)
+
+
+def reclaim_one(connections: dict[HttpConnection, None]) -> bool:
+    """At the connection cap: close the oldest connection that is waiting for a request, as
+    nginx reuses idle connections when it runs short, so that a flood of connections that
+    send nothing cannot lock real clients out. Looks at the RECLAIM_SCAN oldest only (a
+    bounded cost per new connection); False when none of them can go."""
+    for conn in islice(connections, RECLAIM_SCAN):
+        if conn.reclaimable:
+            conn.site.stats.reclaimed += 1
+            connections.pop(conn)
+            conn.abort()
+            return True
+    return False
 
 
 class Reject(Exception):
@@ -155,22 +172,29 @@ class HttpConnection(asyncio.Protocol):
         if peer:
             self.peer = peer[0]
             self.log_prefix = f"{self.peer} - - [".encode()
-        if len(site.connections) >= site.config.max_connections or site.stopping:
+        if site.stopping or (len(site.connections) >= site.config.max_connections
+                             and not reclaim_one(site.connections)):
             site.stats.refused += 1
             plan = error_plan(503, "too many connections", close=True)
             transport.write(plan.head + _END_CLOSE + (plan.body or b""))
             transport.close()
             self.closed = True
             return
-        site.connections.add(self)
+        site.connections[self] = None
         # Paused as soon as anything waits in the transport's buffer, resumed when it is empty:
         # bytes are produced only for a client that reads them.
         transport.set_write_buffer_limits(high=0, low=0)
-        self.deadline = monotonic() + site.config.header_timeout
+        self.deadline = monotonic() + site.config.request_start_timeout
+
+    @property
+    def reclaimable(self) -> bool:
+        """Waiting for a request (idle keep-alive, or nothing or part of a head sent): closing
+        it loses no response, which is what makes room for a new client under a flood."""
+        return not (self.busy or self.queue or self.write_paused or self.closed)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.site.connections.discard(self)
+        self.site.connections.pop(self, None)
         if self.task is not None:
             self.task.cancel()
         if self._drain is not None and not self._drain.done():
@@ -364,9 +388,10 @@ class HttpConnection(asyncio.Protocol):
         """Go on with a response in a task; the connection is busy until it is done, and
         still has a deadline: each wait (disk or socket) must end within send_timeout."""
         self.busy = True
-        self.deadline = monotonic() + self.site.config.send_timeout
+        started = monotonic()
+        self.deadline = started + self.site.config.send_timeout
         self.task = asyncio.get_running_loop().create_task(work)
-        self.task.add_done_callback(partial(self._slow_done, request))
+        self.task.add_done_callback(partial(self._slow_done, request, started))
 
     def _stream_now(self, request: Request, plan: Plan) -> None:
         """A large file: its head and as much of its body as goes without waiting (sendfile
@@ -392,10 +417,11 @@ class HttpConnection(asyncio.Protocol):
             # Nothing sent yet: look the file up again and answer with its new version.
             await self._answer(request, None)
 
-    def _slow_done(self, request: Request, task: asyncio.Task) -> None:
+    def _slow_done(self, request: Request, started: float, task: asyncio.Task) -> None:
         """The slow part of a response ended: report how, then carry on with the queue. A
         cancelled task means the connection is gone (connection_lost cancels it)."""
         self.task = None
+        self.site.stats.slow_requests.observe(monotonic() - started)
         if not task.cancelled() and (exc := task.exception()) is not None:
             self._fail(request, exc)
         self._finished()

@@ -30,6 +30,7 @@ from flashsrv.config import Config, ConfigError
 from flashsrv.content import Content
 from flashsrv.disk import Disk, InlineDisk, ThreadDisk
 from flashsrv.helper_pool import HelperPool
+from flashsrv.histogram import Histogram
 from flashsrv.httpdate import DateHeader
 from flashsrv.logsink import LOSSES, ErrorLog, LogSink
 from flashsrv.protocol import HttpConnection
@@ -40,6 +41,9 @@ from flashsrv.site_rules import SiteRules
 log = logging.getLogger("flashsrv")
 
 TICK = 0.25
+# The loop's lateness is sampled this often: a stall of a few tens of milliseconds, which a
+# client feels, shows in the histogram even if no periodic tick happened to be late.
+LAG_SAMPLE = 0.01
 # Files up to this size are kept whole in the data cache and sent with their head in one write;
 # larger ones go from the page cache to the socket with sendfile (or stream in chunks).
 MAX_CACHED_FILE = 64 << 10
@@ -61,8 +65,11 @@ class Stats:
         self.rejected = 0
         self.timeouts = 0
         self.unavailable = 0
+        self.reclaimed = 0
         self.loop_lag = 0.0
         self.loop_lag_max = 0.0
+        self.loop_delay = Histogram()
+        self.slow_requests = Histogram()
         self.logs = LOSSES
         self.started = time.time()
 
@@ -79,7 +86,8 @@ class Site:
         self.access_log = access_log
         self.stats = Stats()
         self.date = DateHeader()
-        self.connections: set[HttpConnection] = set()
+        # Open connections, oldest first (reclaim_one closes the oldest idle one at the cap).
+        self.connections: dict[HttpConnection, None] = {}
         self.stopping = False
 
     def log_request(self, prefix: bytes, request: Request, status: int, length: int) -> None:
@@ -215,15 +223,24 @@ async def reload_site(site: Site, load: Callable[[], Config], one_at_a_time: asy
         log.info("configuration reloaded")
 
 
-async def _tick(site: Site, loop: asyncio.AbstractEventLoop, error_log: ErrorLog) -> None:
-    """The periodic sweep: Date line, timeouts, log flush and rate-limit window, helper
-    reaping, loop lag (the last and the largest since start: a stall shows in the maximum)."""
-    stats = site.stats
+async def _watch_lag(stats: Stats, loop: asyncio.AbstractEventLoop) -> None:
+    """How late the loop runs a callback it was asked to run every LAG_SAMPLE seconds: the
+    last lateness, the largest since start, and their histogram. Any callback that keeps
+    the loop busy delays every client by as much, so this is what a client's request waits
+    before the loop even looks at it."""
     while True:
         before = loop.time()
+        await asyncio.sleep(LAG_SAMPLE)
+        stats.loop_lag = lag = max(0.0, loop.time() - before - LAG_SAMPLE)
+        stats.loop_lag_max = max(stats.loop_lag_max, lag)
+        stats.loop_delay.observe(lag)
+
+
+async def _tick(site: Site, loop: asyncio.AbstractEventLoop, error_log: ErrorLog) -> None:
+    """The periodic sweep: Date line, timeouts, log flush and rate-limit window, helper
+    reaping."""
+    while True:
         await asyncio.sleep(TICK)
-        stats.loop_lag = max(0.0, loop.time() - before - TICK)
-        stats.loop_lag_max = max(stats.loop_lag_max, stats.loop_lag)
         now = time.monotonic()
         site.date.refresh()
         for conn in list(site.connections):
@@ -274,6 +291,7 @@ async def serve_forever(config: Config, sock: socket.socket, root: str, fd_limit
         admin = await start_admin(site, config.admin_host, config.admin_port)
     error_log = ErrorLog(LOG_FORMAT)
     ticker = loop.create_task(_tick(site, loop, error_log))
+    lag_watch = loop.create_task(_watch_lag(site.stats, loop))
     # Requests' objects die by reference counting; the cycle collector need not scan the
     # start-up objects again (freeze) nor run every 700 allocations.
     gc.freeze()
@@ -291,6 +309,7 @@ async def serve_forever(config: Config, sock: socket.socket, root: str, fd_limit
         await _drain(site, config.grace)
     finally:
         ticker.cancel()
+        lag_watch.cancel()
         try:
             await site.content.disk.close()
         finally:
