@@ -20,7 +20,6 @@ No sockets here, and no HTTP beyond the names of the representations.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
@@ -29,7 +28,26 @@ from collections import OrderedDict
 from functools import partial
 from itertools import islice
 
-from flashsrv.disk import Disk, DiskUnavailable, FileChanged, close_fds
+from flashsrv.disk import (
+    SIBLING_CODINGS,
+    Disk,
+    DiskUnavailable,
+    FileChanged,
+    FileFacts,
+    Listing,
+    Lookup,
+    close_fds,
+)
+from flashsrv.entries import (
+    DIRECTORY,
+    ERROR,
+    FILE,
+    MISSING,
+    Entry,
+    GeneratedFile,
+    OpenFile,
+    Variant,
+)
 from flashsrv.mime import content_type, is_compressible
 from flashsrv.pagecache import MAX_QUERY, residency
 
@@ -48,10 +66,6 @@ SENDFILE_MAX = MAX_QUERY
 COMPRESS_MIN = 256
 # Larger files are compressed on the fly only up to this size (the result is held in memory).
 COMPRESS_MAX = 1 << 20
-# Precompressed siblings looked up beside every file: suffix -> content-coding.
-SIBLING_CODINGS = {".br": "br", ".gz": "gzip"}
-
-FILE, DIRECTORY, MISSING, FORBIDDEN, ERROR = "file", "dir", "missing", "forbidden", "error"
 
 
 def check_unchanged(file: OpenFile) -> None:
@@ -65,107 +79,6 @@ def check_unchanged(file: OpenFile) -> None:
     st = os.fstat(file.fd)
     if st.st_mtime_ns != file.mtime_ns or st.st_size != file.size:
         raise FileChanged
-
-
-class OpenFile:
-    """One version of a file: its descriptor (-1 when a helper keeps it) and the facts read
-    at open time; closed and unmapped when unreferenced.
-
-    Responses in flight keep a reference, so a file replaced on disk keeps serving its old,
-    consistent bytes to them while new requests get the new file.
-    """
-
-    __slots__ = ("dev", "fd", "identity", "mapping", "mtime_ns", "path", "size")
-    generated = False
-
-    def __init__(self, fd: int, path: str, size: int, mtime_ns: int, ino: int, dev: int
-                 ) -> None:
-        self.fd = fd
-        self.path = path
-        self.size = size
-        self.mtime_ns = mtime_ns
-        self.dev = dev
-        # The data-cache key: a new version of a file never finds the old version's bytes.
-        self.identity = (dev, ino, size, mtime_ns)
-        self.mapping = 0  # address of the never-touched mapping mincore asks about; -1: none
-
-    def __del__(self) -> None:
-        if self.mapping > 0:
-            residency.unmap(self.mapping, self.size)
-        if self.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-
-
-class GeneratedFile:
-    """A representation computed from a file (its on-the-fly gzip): bytes live only in the
-    data cache, and are computed again from `source` if they were evicted."""
-
-    __slots__ = ("dev", "fd", "identity", "mtime_ns", "path", "size", "source")
-    generated = True
-
-    def __init__(self, source: OpenFile, size: int, coding: str) -> None:
-        self.source = source
-        self.fd = -1
-        self.path = source.path
-        self.size = size
-        self.mtime_ns = source.mtime_ns
-        self.dev = source.dev
-        self.identity = (*source.identity, coding)
-
-
-class Variant:
-    """One representation of a resource: the file itself or a precompressed sibling."""
-
-    __slots__ = ("encoding", "etag", "file", "heads", "mtime")
-
-    def __init__(self, file: OpenFile | GeneratedFile, encoding: str) -> None:
-        self.file = file
-        self.encoding = encoding
-        self.mtime = file.mtime_ns // 1_000_000_000
-        tag = f"{file.mtime_ns:x}-{file.size:x}"
-        self.etag = f'"{tag}"' if encoding == "identity" else f'"{tag}-{encoding}"'
-        self.heads: dict = {}  # the response-header cache: heads by status, the plain 200 plan
-
-
-class Entry:
-    """The translation of one request path: what is there, and its open variants."""
-
-    __slots__ = ("checked_at", "content_type", "directory", "kind", "relpath", "variants",
-                 "vary")
-
-    def __init__(self, kind: str, relpath: str, variants: dict[str, Variant] | None = None,
-                 ctype: str = "") -> None:
-        self.kind = kind
-        self.relpath = relpath
-        self.variants = variants or {}
-        self.content_type = ctype
-        self.checked_at = time.monotonic()
-        self.directory = False  # looked up for a path that ended in a slash
-        self.vary: tuple[str, ...] = ()  # request fields beyond Accept-Encoding that chose it
-
-    @property
-    def served_path(self) -> str:
-        """The path of the file a 200 sends: the directory's index.html for a directory."""
-        if self.kind != DIRECTORY:
-            return self.relpath
-        return f"{self.relpath}/index.html" if self.relpath else "index.html"
-
-    def facts(self) -> tuple[str, dict[str, tuple]]:
-        """What a lookup found: the kind and the identity of each file on disk."""
-        return self.kind, {k: v.file.identity for k, v in self.variants.items()
-                           if not isinstance(v.file, GeneratedFile)}
-
-
-def facts_of(result: tuple, directory: bool) -> tuple[str, dict[str, tuple]]:
-    """Entry.facts() for a diskops result, to compare a revalidation with an entry."""
-    kind = result[0]
-    if kind not in (FILE, DIRECTORY):
-        return kind, {}
-    if directory and kind == FILE:
-        return MISSING, {}
-    return kind, {SIBLING_CODINGS.get(suffix, "identity"): (dev, ino, size, mtime_ns)
-                  for suffix, size, mtime_ns, ino, dev, *_ in result[1]}
 
 
 class DataCache:
@@ -289,6 +202,7 @@ class Content:
         """Revalidate a batch of entries with one stat-only job: unchanged ones are trusted
         again, changed ones leave the cache (their next request looks them up afresh)."""
         entries = [self._stale[key] for key in keys]
+        results: list[Lookup | None]
         try:
             results = await self.disk.stat_many([e.relpath for e in entries], self.suffixes)
         except (DiskUnavailable, OSError) as exc:
@@ -303,7 +217,7 @@ class Content:
         for key, entry, result in zip(keys, entries, results, strict=True):
             if result is None or self.paths.get(key) is not entry:
                 continue
-            if entry.facts() == facts_of(result, entry.directory):
+            if entry.facts() == result.facts(entry.directory):
                 entry.checked_at = now
                 self.paths.touch(key)
             else:
@@ -351,17 +265,16 @@ class Content:
         return new
 
     async def _lookup(self, relpath: str, prefetch: int) -> Entry:
-        result, fds = await self.disk.lookup(relpath, self.suffixes, prefetch)
-        kind = result[0]
-        if kind in (FILE, DIRECTORY):
-            entry = Entry(kind, relpath)
-            entry.variants = self._variants(entry.served_path, result[1], fds)
+        found, fds = await self.disk.lookup(relpath, self.suffixes, prefetch)
+        if found.kind in (FILE, DIRECTORY):
+            entry = Entry(found.kind, relpath)
+            entry.variants = self._variants(entry.served_path, found.files, fds)
             entry.content_type = content_type(entry.served_path)
             return entry
         close_fds(fds)
-        if kind == ERROR:
-            log.error("lookup of %r failed: [errno %s] %s", relpath, result[1], result[2])
-        return Entry(kind, relpath)
+        if found.kind == ERROR:
+            log.error("lookup of %r failed: [errno %s] %s", relpath, found.errno, found.message)
+        return Entry(found.kind, relpath)
 
     async def _add_gzip(self, entry: Entry) -> None:
         """Give a compressible file without a .gz sibling a gzip variant, computed once per
@@ -377,22 +290,22 @@ class Content:
         self.data.put(file.identity, data)
         entry.variants["gzip"] = Variant(file, "gzip")
 
-    def _variants(self, relpath: str, facts: list, fds: list[int]) -> dict[str, Variant]:
-        if sum(passed for *_, passed in facts) != len(fds):
+    def _variants(self, relpath: str, files: tuple[FileFacts, ...], fds: list[int]
+                  ) -> dict[str, Variant]:
+        if sum(f.passed for f in files) != len(fds):
             close_fds(fds)
             raise DiskUnavailable("the descriptors of a lookup did not all arrive")
         variants = {}
         passed_fds = iter(fds)
-        for suffix, size, mtime_ns, ino, dev, data, passed in facts:
-            fd = next(passed_fds) if passed else -1
-            file = OpenFile(fd, relpath + suffix, size, mtime_ns, ino, dev)
-            encoding = SIBLING_CODINGS.get(suffix, "identity")
-            variants[encoding] = Variant(file, encoding)
-            if data is not None:
-                self.data.put(file.identity, data)
+        for f in files:
+            fd = next(passed_fds) if f.passed else -1
+            file = OpenFile(fd, relpath + f.suffix, f.size, f.mtime_ns, f.ino, f.dev)
+            variants[f.encoding] = Variant(file, f.encoding)
+            if f.data is not None:
+                self.data.put(file.identity, f.data)
         return variants
 
-    async def listdir(self, relpath: str) -> tuple:
+    async def listdir(self, relpath: str) -> Listing:
         return await self.disk.listdir(relpath)
 
     # -- file data ---------------------------------------------------------------------------

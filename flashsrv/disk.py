@@ -4,8 +4,9 @@ The concurrency models of the Flash paper differ only here:
 - `amped` (HelperPool, in helper_pool.py): helper processes over socket pairs;
 - `sped` (InlineDisk): the event loop calls the disk itself and stalls while it waits;
 - `threads` (ThreadDisk): a thread pool, the hybrid many servers use.
-All three run the same functions from `flashsrv_helpers.diskops`, so a benchmark compares the
-models and nothing else.
+All three run the same jobs (`flashsrv_helpers.jobs`), so a benchmark compares the models and
+nothing else; they differ only in `_call`. Results arrive as the tuples that cross the helpers'
+pipes and are decoded here, once, into the typed values below.
 """
 
 from __future__ import annotations
@@ -14,9 +15,29 @@ import asyncio
 import os
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
-from flashsrv_helpers import diskops
+from flashsrv_helpers.jobs import Jobs
+from flashsrv_helpers.wire import (
+    CHANGED,
+    DATA,
+    DIRECTORY,
+    ERROR,
+    FACTS,
+    FILE,
+    GZIP,
+    LISTDIR,
+    LISTING,
+    LOOKUP,
+    MISSING,
+    READ,
+    STAT_MANY,
+    WARM,
+)
+
+# Precompressed siblings looked up beside every file: suffix -> content-coding.
+SIBLING_CODINGS = {".br": "br", ".gz": "gzip"}
 
 
 class DiskUnavailable(Exception):
@@ -39,8 +60,75 @@ class FileRef(Protocol):
     identity: tuple
 
 
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """One file a lookup found: the file asked for (suffix "") or a precompressed sibling."""
+
+    suffix: str
+    size: int
+    mtime_ns: int
+    ino: int
+    dev: int
+    data: bytes | None  # the whole file, when it was small enough to read with the lookup
+    passed: bool  # its descriptor came with the result
+
+    @property
+    def identity(self) -> tuple[int, int, int, int]:
+        return (self.dev, self.ino, self.size, self.mtime_ns)
+
+    @property
+    def encoding(self) -> str:
+        return SIBLING_CODINGS.get(self.suffix, "identity")
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What a path translates to: a file, a directory (files: its index.html, if any),
+    missing, forbidden, or an error."""
+
+    kind: str
+    files: tuple[FileFacts, ...] = ()
+    errno: int = 0
+    message: str = ""
+
+    def facts(self, directory: bool) -> tuple[str, dict[str, tuple]]:
+        """The kind and each file's identity by encoding: what revalidation compares. A
+        path that ends in a slash names nothing when it finds a regular file (nginx)."""
+        if directory and self.kind == FILE:
+            return MISSING, {}
+        return self.kind, {f.encoding: f.identity for f in self.files}
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A directory's entries (name, is_dir, size, mtime), or why there are none (kind)."""
+
+    kind: str
+    entries: tuple[tuple[str, bool, int, int], ...] = ()
+
+
+def decode_lookup(result: tuple) -> Lookup:
+    kind = result[0]
+    if kind in (FILE, DIRECTORY):
+        return Lookup(kind, tuple(FileFacts(*facts) for facts in result[1]))
+    if kind == ERROR:
+        return Lookup(ERROR, (), result[1], result[2])
+    return Lookup(kind)
+
+
+def _raise_error(result: tuple) -> None:
+    """An (ERROR, errno, message) result as the OSError it was in the helper."""
+    if result[0] == ERROR:
+        raise OSError(result[1], result[2])
+
+
+def close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 class Disk(ABC):
-    """Asynchronous access to the blocking operations of `diskops`."""
+    """Asynchronous access to the blocking jobs; subclasses say only how a job runs."""
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -62,65 +150,79 @@ class Disk(ABC):
         return {}
 
     @abstractmethod
-    async def lookup(
-        self, relpath: str, suffixes: tuple[str, ...], prefetch: int
-    ) -> tuple[tuple, list[int]]:
-        """diskops.lookup; the caller owns the returned descriptors."""
+    async def _call(self, op: str, args: tuple, fd: int | None = None,
+                    urgent: bool = False) -> tuple[tuple, list[int]]:
+        """Run one job: (result tuple, descriptors the caller now owns). urgent: revalidation
+        of what is already served, which must not wait behind cold work."""
 
-    @abstractmethod
+    async def lookup(self, relpath: str, suffixes: tuple[str, ...], prefetch: int
+                     ) -> tuple[Lookup, list[int]]:
+        """Pathname translation; the caller owns the returned descriptors (one for each file
+        whose `passed` is true, in order)."""
+        result, fds = await self._call(LOOKUP, (relpath, suffixes, prefetch))
+        return decode_lookup(result), fds
+
+    async def stat_many(self, relpaths: list[str], suffixes: tuple[str, ...]) -> list[Lookup]:
+        """What lookup would find for each path, opening nothing (revalidation in one job)."""
+        result, fds = await self._call(STAT_MANY, (relpaths, suffixes), urgent=True)
+        close_fds(fds)
+        _raise_error(result)
+        if result[0] != FACTS or len(result[1]) != len(relpaths):
+            raise OSError(0, f"unexpected revalidation result {result[0]!r}")
+        return [decode_lookup(item) for item in result[1]]
+
+    async def listdir(self, relpath: str) -> Listing:
+        result, fds = await self._call(LISTDIR, (relpath,))
+        close_fds(fds)
+        if result[0] == LISTING:
+            return Listing(LISTING, tuple(tuple(entry) for entry in result[1]))
+        return Listing(result[0])
+
+    async def _file_job(self, op: str, file: FileRef, offset: int, length: int):
+        """A data job on one version of a file; its descriptor goes along when we hold one."""
+        result, fds = await self._call(op, (file.path, file.identity, offset, length),
+                                       file.fd if file.fd >= 0 else None)
+        close_fds(fds)
+        if result == CHANGED:
+            raise FileChanged
+        _raise_error(result)
+        if result[0] != DATA:
+            raise OSError(0, f"unexpected data result {result[0]!r}")
+        return result[1]
+
     async def read(self, file: FileRef, offset: int, length: int) -> bytes:
-        """diskops.read of that version of the file; FileChanged if it is gone."""
+        """Bytes of that version of the file (fewer only at its end); FileChanged if gone."""
+        return await self._file_job(READ, file, offset, length)
 
-    @abstractmethod
     async def warm(self, file: FileRef, offset: int, length: int) -> int:
-        """diskops.warm: bring the range into the page cache; returns the bytes read."""
+        """Bring the range into the page cache; returns the bytes read."""
+        return await self._file_job(WARM, file, offset, length)
 
-    @abstractmethod
-    async def listdir(self, relpath: str) -> tuple:
-        """diskops.listdir."""
-
-    @abstractmethod
-    async def stat_many(self, relpaths: list[str], suffixes: tuple[str, ...]) -> list[tuple]:
-        """diskops.stat_many: revalidation of many cached entries in one job."""
-
-    @abstractmethod
     async def gzip(self, file: FileRef) -> bytes:
-        """diskops.gzip_file: CPU-heavy, so it runs wherever the blocking work runs."""
-
-
-# The sped and threads models run diskops in the main process, which holds every descriptor
-# (lookups there pass them all): their data jobs always have file.fd.
-_WARM_BUFFER = bytearray(diskops.WARM_BUFFER)
+        """The file gzip-compressed: CPU-heavy, so it runs wherever the blocking work runs."""
+        return await self._file_job(GZIP, file, 0, file.size)
 
 
 class InlineDisk(Disk):
-    """SPED: the loop does the blocking call itself (the baseline AMPED exists to beat)."""
+    """SPED: the loop does the blocking call itself (the baseline AMPED exists to beat). It
+    holds every descriptor itself, whatever the filesystem."""
 
-    async def lookup(self, relpath, suffixes, prefetch):
-        return diskops.lookup(self.root, relpath, suffixes, prefetch)
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self._jobs = Jobs(root, local_only=False)
 
-    async def read(self, file, offset, length):
-        return diskops.read(file.fd, offset, length)
-
-    async def warm(self, file, offset, length):
-        return diskops.warm(file.fd, offset, length, _WARM_BUFFER)
-
-    async def listdir(self, relpath):
-        return diskops.listdir(self.root, relpath)
-
-    async def gzip(self, file):
-        return diskops.gzip_file(file.fd, file.size)
-
-    async def stat_many(self, relpaths, suffixes):
-        return diskops.stat_many(self.root, relpaths, suffixes)
+    async def _call(self, op, args, fd=None, urgent=False):
+        return self._jobs.run(op, args, fd)
 
 
 class ThreadDisk(Disk):
-    """Threads: the loop hands each blocking call to a pool and awaits its future."""
+    """Threads: the loop hands each job to a pool and awaits its future (the threads share
+    one Jobs: its warm buffer's bytes are thrown away anyway)."""
 
     def __init__(self, root: str, threads: int) -> None:
         super().__init__(root)
         self._threads = threads
+        self._jobs = Jobs(root, local_only=False)
         self._pool: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
@@ -130,29 +232,6 @@ class ThreadDisk(Disk):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _run(self, func, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
-
-    async def lookup(self, relpath, suffixes, prefetch):
-        return await self._run(diskops.lookup, self.root, relpath, suffixes, prefetch)
-
-    async def read(self, file, offset, length):
-        return await self._run(diskops.read, file.fd, offset, length)
-
-    async def warm(self, file, offset, length):
-        # The pool's threads share the buffer: its bytes are thrown away anyway.
-        return await self._run(diskops.warm, file.fd, offset, length, _WARM_BUFFER)
-
-    async def listdir(self, relpath):
-        return await self._run(diskops.listdir, self.root, relpath)
-
-    async def gzip(self, file):
-        return await self._run(diskops.gzip_file, file.fd, file.size)
-
-    async def stat_many(self, relpaths, suffixes):
-        return await self._run(diskops.stat_many, self.root, relpaths, suffixes)
-
-
-def close_fds(fds: list[int]) -> None:
-    for fd in fds:
-        os.close(fd)
+    async def _call(self, op, args, fd=None, urgent=False):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._jobs.run, op, args, fd)

@@ -27,15 +27,14 @@ import sys
 import time
 from collections import deque
 
-from flashsrv_helpers.wire import CHANGED, DATA_OPS, FrameDecoder, encode
+from flashsrv_helpers.wire import DATA_OPS, MAX_FDS, FrameDecoder, encode
 
-from flashsrv.disk import Disk, DiskUnavailable, FileChanged, FileRef, close_fds
+from flashsrv.disk import Disk, DiskUnavailable, close_fds
 
 log = logging.getLogger("flashsrv.helpers")
 
 RECV_BYTES = 1 << 18
 RESPAWN_PAUSE = 1.0
-MAX_FDS = 8
 
 
 class _Job:
@@ -284,38 +283,3 @@ class HelperPool(Disk):
             # replaced after a pause, not in a loop that would burn a core on process starts.
             quick_death = time.monotonic() - helper.started < RESPAWN_PAUSE
             self._loop.call_later(RESPAWN_PAUSE if quick_death else 0, self._spawn)
-
-    # -- the Disk interface --------------------------------------------------------------------
-
-    async def lookup(self, relpath, suffixes, prefetch):
-        return await self._call("lookup", (relpath, suffixes, prefetch))
-
-    async def _file_job(self, op: str, file: FileRef, offset: int, length: int):
-        """A data job on one version of a file; its descriptor goes along when we hold one."""
-        result, fds = await self._call(op, (file.path, file.identity, offset, length),
-                                       file.fd if file.fd >= 0 else None)
-        close_fds(fds)
-        if result == CHANGED:
-            raise FileChanged
-        if result[0] != "data":
-            raise OSError(result[1], result[2])
-        return result[1]
-
-    async def read(self, file, offset, length):
-        return await self._file_job("read", file, offset, length)
-
-    async def warm(self, file, offset, length):
-        return await self._file_job("warm", file, offset, length)
-
-    async def gzip(self, file):
-        return await self._file_job("gzip", file, 0, file.size)
-
-    async def stat_many(self, relpaths, suffixes):
-        result, fds = await self._call("stat_many", (relpaths, suffixes), urgent=True)
-        close_fds(fds)
-        return result[1]
-
-    async def listdir(self, relpath):
-        result, fds = await self._call("listdir", (relpath,))
-        close_fds(fds)
-        return result

@@ -11,6 +11,7 @@ here: map, ask, unmap.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -64,3 +65,13 @@ class Residency:
 
 # One per process: open files unmap themselves through it when they are dropped.
 residency = Residency()
+
+
+def release(fd: int, mapping: int, size: int) -> None:
+    """Give back what an open file held: its never-touched mapping and its descriptor (-1 and
+    0 for none). Called when the last response using that version of the file is done."""
+    if mapping > 0:
+        residency.unmap(mapping, size)
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)

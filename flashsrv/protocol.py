@@ -31,8 +31,8 @@ from httptools import (
     HttpRequestParser,
 )
 
-from flashsrv.content import MISSING, Entry, FileChanged
-from flashsrv.disk import DiskUnavailable
+from flashsrv.disk import DiskUnavailable, FileChanged
+from flashsrv.entries import MISSING, Entry
 from flashsrv.fields import method_status, only_chunked, unparsed_method_status, valid_host
 from flashsrv.responder import Plan, Request, body_of, error_plan
 from flashsrv.urlpath import BadTarget, split_target, to_target

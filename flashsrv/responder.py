@@ -9,11 +9,12 @@ fetches and sends them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flashsrv import ranges
 from flashsrv.conditional import evaluate_preconditions, if_range_allows_partial
-from flashsrv.content import DIRECTORY, FILE, FORBIDDEN, MISSING, Entry, OpenFile, Variant
+from flashsrv.entries import DIRECTORY, FILE, FORBIDDEN, MISSING, Entry, OpenFile, Variant
 from flashsrv.httpdate import format_http_date
 from flashsrv.negotiation import choose_encoding
 from flashsrv.responses import HTML_TYPE, STATUS_HEADERS, build_head, error_page
@@ -94,11 +95,33 @@ def _encoding_header(variant: Variant) -> list[tuple[str, str]]:
     return [] if variant.encoding == "identity" else [("Content-Encoding", variant.encoding)]
 
 
+# Heads kept by the response-header cache; past this many it starts again (a reload of the site
+# rules starts a new Responder, and so a new cache, anyway).
+MAX_HEADS = 4096
+
+
 class Responder:
-    """Turns (request, entry) into a Plan; holds the site rules and caches heads per variant."""
+    """Turns (request, entry) into a Plan; holds the site rules and the response-header cache.
+
+    The cache maps what a head depends on (the file version's identity, the served path, the
+    other variants' existence, the status) to the head's bytes, so it belongs to the rules
+    that built it: a reload replaces the Responder, and the path cache keeps its open files.
+    """
 
     def __init__(self, rules: SiteRules) -> None:
         self.rules = rules
+        self._heads: dict[tuple, bytes] = {}
+
+    def _cached_head(self, status: int, entry: Entry, variant: Variant,
+                     build: Callable[[], list[tuple[str, str]]]) -> bytes:
+        key = (status, variant.file.identity, entry.served_path, len(entry.variants) > 1,
+               entry.vary)
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= MAX_HEADS:
+                self._heads.clear()
+            head = self._heads[key] = build_head(status, build())
+        return head
 
     def error(self, status: int, detail: str = "", close: bool = False,
               keep: list[tuple[str, str]] | None = None) -> Plan:
@@ -128,20 +151,14 @@ class Responder:
         return [("Content-Type", entry.content_type), *_encoding_header(variant)]
 
     def head_200(self, entry: Entry, variant: Variant) -> bytes:
-        head = variant.heads.get(200)
-        if head is None:
-            headers = self._representation_headers(entry, variant)
-            headers += [("Content-Length", str(variant.file.size)), ("Accept-Ranges", "bytes")]
-            headers += self._validator_headers(entry, variant) + self.rules.extra_headers
-            head = variant.heads[200] = build_head(200, headers)
-        return head
+        return self._cached_head(200, entry, variant, lambda: [
+            *self._representation_headers(entry, variant),
+            ("Content-Length", str(variant.file.size)), ("Accept-Ranges", "bytes"),
+            *self._validator_headers(entry, variant), *self.rules.extra_headers])
 
     def head_304(self, entry: Entry, variant: Variant) -> bytes:
-        head = variant.heads.get(304)
-        if head is None:
-            headers = self._validator_headers(entry, variant) + self.rules.extra_headers
-            head = variant.heads[304] = build_head(304, headers)
-        return head
+        return self._cached_head(304, entry, variant, lambda: [
+            *self._validator_headers(entry, variant), *self.rules.extra_headers])
 
     # -- the whole decision ----------------------------------------------------------------------
 
@@ -161,13 +178,9 @@ class Responder:
             plan = self._conditional(request, entry, variant)
             if plan is not None:
                 return plan
-        plan = variant.heads.get("plan")
-        if plan is None:
-            size = variant.file.size
-            plan = variant.heads["plan"] = Plan(200, self.head_200(entry, variant), size,
-                                                file=variant.file,
-                                                spans=[(0, size - 1)] if size else [])
-        return plan
+        size = variant.file.size
+        return Plan(200, self.head_200(entry, variant), size, file=variant.file,
+                    spans=[(0, size - 1)] if size else [])
 
     def directory_redirect(self, request: Request) -> Plan:
         location = request.path.decode("latin-1") + "/"

@@ -218,8 +218,9 @@ async def reload_site(site: Site, load: Callable[[], Config], one_at_a_time: asy
         site.access_log = access_log
         if old_log is not None and old_log is not access_log:
             old_log.close()
+        if new.show_dotfiles != site.config.show_dotfiles:
+            site.content.paths.clear()  # translations made under the other dot-file rule
         site.config = new
-        site.content.paths.clear()
         log.info("configuration reloaded")
 
 

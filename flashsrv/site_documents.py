@@ -12,7 +12,10 @@ import posixpath
 import zlib
 from urllib.parse import unquote
 
-from flashsrv.content import DIRECTORY, FILE, Content, Entry
+from flashsrv_helpers.wire import LISTING
+
+from flashsrv.content import Content
+from flashsrv.entries import DIRECTORY, FILE, FORBIDDEN, MISSING, Entry
 from flashsrv.listing import render_listing
 from flashsrv.responder import Plan, Request, Responder
 from flashsrv.responses import HTML_TYPE, build_head
@@ -88,10 +91,10 @@ class SiteDocuments:
                     keep=plan.keep, close=plan.close)
 
     async def _listing(self, request: Request, entry: Entry) -> Plan:
-        result = await self.content.listdir(entry.relpath)
-        if result[0] != "listing":
-            return self.responder.error({"missing": 404, "forbidden": 403}.get(result[0], 500))
-        body = render_listing(unquote(request.path.decode("latin-1")), result[1])
+        listing = await self.content.listdir(entry.relpath)
+        if listing.kind != LISTING:
+            return self.responder.error({MISSING: 404, FORBIDDEN: 403}.get(listing.kind, 500))
+        body = render_listing(unquote(request.path.decode("latin-1")), listing.entries)
         # A listing has no file behind it: its validator is a checksum of the page itself.
         etag = f'"l{zlib.crc32(body):08x}-{len(body):x}"'
         if etag in request.headers.get("if-none-match", ""):

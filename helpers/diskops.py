@@ -22,6 +22,8 @@ import os
 import stat
 from collections import OrderedDict
 
+from flashsrv_helpers.wire import DIRECTORY, ERROR, FILE, FORBIDDEN, LISTING, MISSING
+
 INDEX_NAME = "index.html"
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW
 # Bytes a warm job reads at a time into one reused buffer.
@@ -61,10 +63,10 @@ def _inside(root: str, real: str) -> bool:
 
 def _failure(exc: OSError) -> Result:
     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
-        return ("missing",)
+        return (MISSING,)
     if exc.errno in (errno.EACCES, errno.EPERM, errno.ELOOP):
-        return ("forbidden",)
-    return ("error", exc.errno or 0, exc.strerror or str(exc))
+        return (FORBIDDEN,)
+    return (ERROR, exc.errno or 0, exc.strerror or str(exc))
 
 
 def _regular(root: str, path: str, prefetch: int, open_file: bool, local_only: bool
@@ -81,7 +83,7 @@ def _regular(root: str, path: str, prefetch: int, open_file: bool, local_only: b
     if open_file:
         real = os.path.realpath(path)
         if not _inside(root, real):
-            return ("forbidden",)
+            return (FORBIDDEN,)
     fd = -1
     try:
         if open_file:
@@ -90,9 +92,9 @@ def _regular(root: str, path: str, prefetch: int, open_file: bool, local_only: b
         else:
             st = os.stat(real)
         if stat.S_ISDIR(st.st_mode):
-            result: Result = ("dir", [])
+            result: Result = (DIRECTORY, [])
         elif not stat.S_ISREG(st.st_mode):
-            result = ("forbidden",)
+            result = (FORBIDDEN,)
         else:
             data = os.pread(fd, st.st_size, 0) if open_file and st.st_size <= prefetch else None
             size = st.st_size if data is None else len(data)
@@ -123,7 +125,7 @@ def _variants(
             variant, fd = sibling
             variants.append((suffix, *variant[1:]))
             fds.append(fd)
-    return ("file", variants), [fd for fd in fds if fd >= 0]
+    return (FILE, variants), [fd for fd in fds if fd >= 0]
 
 
 def lookup(
@@ -136,11 +138,11 @@ def lookup(
     them could make the main process wait are not passed (see nowait_capable)."""
     path = os.path.join(root, relpath) if relpath else root
     result, fds = _variants(root, path, suffixes, prefetch, open_file, local_only)
-    if result[0] != "dir":
+    if result[0] != DIRECTORY:
         return result, fds
     index, fds = _variants(root, os.path.join(path, INDEX_NAME), suffixes, prefetch, open_file,
                            local_only)
-    return ("dir", index[1] if index[0] == "file" else []), fds
+    return (DIRECTORY, index[1] if index[0] == FILE else []), fds
 
 
 def stat_many(root: str, relpaths: list[str], suffixes: tuple[str, ...]) -> list[Result]:
@@ -237,7 +239,7 @@ def listdir(root: str, relpath: str) -> Result:
     path = os.path.join(root, relpath) if relpath else root
     real = os.path.realpath(path)
     if not _inside(root, real):
-        return ("forbidden",)
+        return (FORBIDDEN,)
     entries = []
     try:
         with os.scandir(real) as it:
@@ -252,4 +254,4 @@ def listdir(root: str, relpath: str) -> Result:
                     entries.append((entry.name, False, st.st_size, int(st.st_mtime)))
     except OSError as exc:
         return _failure(exc)
-    return ("listing", entries)
+    return (LISTING, entries)

@@ -16,10 +16,20 @@ import struct
 
 LENGTH = struct.Struct("!I")
 MAX_FRAME = 64 << 20
-# Jobs on a file's bytes; args (relpath, identity, offset, length), the file's descriptor passed
-# beside the frame when the main process holds one. All other jobs are about paths (metadata),
-# and the pool keeps helpers free for them so that streams never starve lookups.
-DATA_OPS = frozenset({"read", "warm", "gzip"})
+# Descriptors that may travel beside one frame (a file and its precompressed siblings).
+MAX_FDS = 8
+
+# Operations. Jobs on a file's bytes take (relpath, identity, offset, length), the file's
+# descriptor passed beside the frame when the main process holds one. All other jobs are about
+# paths (metadata), and the pool keeps helpers free for them so that streams never starve
+# lookups.
+LOOKUP, STAT_MANY, LISTDIR = "lookup", "stat_many", "listdir"
+READ, WARM, GZIP = "read", "warm", "gzip"
+DATA_OPS = frozenset({READ, WARM, GZIP})
+
+# Result kinds: the first element of every result tuple.
+FILE, DIRECTORY, MISSING, FORBIDDEN, ERROR = "file", "dir", "missing", "forbidden", "error"
+LISTING, FACTS, DATA = "listing", "facts", "data"
 # The reply to a data job whose file is no longer the version asked for.
 CHANGED = ("changed",)
 

@@ -14,11 +14,10 @@ import signal
 import socket
 import sys
 
-from flashsrv_helpers import diskops
-from flashsrv_helpers.wire import CHANGED, DATA_OPS, FrameDecoder, encode
+from flashsrv_helpers.jobs import Jobs
+from flashsrv_helpers.wire import MAX_FDS, FrameDecoder, encode
 
 PR_SET_PDEATHSIG = 1
-MAX_FDS_PER_JOB = 8
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -34,53 +33,16 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-class Worker:
-    """One helper's state across jobs: the files it keeps open and its warm buffer."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.kept = diskops.KeptFiles(root)
-        self.buffer = bytearray(diskops.WARM_BUFFER)
-
-    def file_job(self, op: str, args: tuple, fds: list[int]) -> tuple:
-        """read, warm or gzip of one version of a file: through the descriptor the main
-        process passed, or one this helper keeps for a file the main process must not hold."""
-        relpath, identity, offset, length = args
-        fd = fds[0] if fds else self.kept.open(relpath, identity)
-        if fd is None:
-            return CHANGED
-        if op == "read":
-            result: bytes | int = diskops.read(fd, offset, length)
-        elif op == "warm":
-            result = diskops.warm(fd, offset, length, self.buffer)
-        else:
-            result = diskops.gzip_file(fd, length)
-        if not fds and not self.kept.unchanged(fd, identity):
-            self.kept.forget(relpath, identity)
-            return CHANGED
-        return ("data", result)
-
-
-def handle(message: tuple, fds: list[int], worker: Worker) -> tuple[tuple, list[int]]:
-    """Run one job; returns (reply message, descriptors to pass back)."""
+def handle(message: tuple, fds: list[int], jobs: Jobs) -> tuple[tuple, list[int]]:
+    """Run one job; returns (reply message, descriptors to pass back). The descriptors that
+    came with the job are copies made by the kernel for this process: closed here."""
     job_id, op, args = message
-    root = worker.root
     try:
-        if op == "lookup":
-            result, out_fds = diskops.lookup(root, *args, local_only=True)
-            return (job_id, result), out_fds
-        if op in DATA_OPS:
-            return (job_id, worker.file_job(op, args, fds)), []
-        if op == "stat_many":
-            return (job_id, ("facts", diskops.stat_many(root, *args))), []
-        if op == "listdir":
-            return (job_id, diskops.listdir(root, *args)), []
-        return (job_id, ("error", 0, f"unknown operation {op!r}")), []
-    except OSError as exc:
-        return (job_id, ("error", exc.errno or 0, exc.strerror or str(exc))), []
+        result, out_fds = jobs.run(op, args, fds[0] if fds else None)
     finally:
         for fd in fds:
             os.close(fd)
+    return (job_id, result), out_fds
 
 
 def send_reply(sock: socket.socket, frame: bytes, fds: list[int]) -> None:
@@ -92,16 +54,16 @@ def send_reply(sock: socket.socket, frame: bytes, fds: list[int]) -> None:
 
 
 def serve(sock: socket.socket, root: str) -> None:
-    worker = Worker(root)
+    jobs = Jobs(root, local_only=True)
     decoder = FrameDecoder()
     received: list[int] = []
     while True:
-        data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, MAX_FDS_PER_JOB)
+        data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, MAX_FDS)
         received.extend(fds)
         if not data:
             return
         for message in decoder.feed(data):
-            reply, out_fds = handle(message, received, worker)
+            reply, out_fds = handle(message, received, jobs)
             received = []
             send_reply(sock, encode(reply), out_fds)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from flashsrv.content import FILE, MISSING, Content, Entry
+from flashsrv.content import Content
 from flashsrv.disk import InlineDisk
+from flashsrv.entries import FILE, MISSING, Entry
 
 
 class GatedDisk(InlineDisk):
