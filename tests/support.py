@@ -5,10 +5,13 @@ Nothing here mocks the network or the disk: every helper opens a real socket to 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -449,3 +452,271 @@ def serve_refused(root: Path | str, *args: str, failure: str) -> tuple[int, str]
         proc.communicate()
         pytest.fail(failure)
     return proc.returncode, err
+
+
+# --- Slow disks, the admin endpoint, latency probes and leak checks --------------------------
+# (shared by the suites that prove the event loop never waits: test_never_waits.py and
+# test_syscall_audit.py)
+
+ADMIN_RE = re.compile(r"flashsrv admin endpoint on http://(\[[^\]]+\]|[^:]+):(\d+)")
+# What a mount that FUSE itself refuses says (no device, no permission in this container).
+FUSE_REFUSED = ("fuse: device not found", "failed to open /dev/fuse", "Permission denied",
+                "Operation not permitted", "fusermount: ")
+FUSE_UNAVAILABLE = 77  # the exit status of tests/fuse_mirror.py when fusepy/libfuse is missing
+
+
+def admin_address(server: ServerProcess, timeout: float = 5.0) -> tuple[str, int]:
+    """The admin endpoint of a server started with --admin-port (its line follows the
+    listening line, so it may not be there yet when start_server returns)."""
+    def found():
+        return next((m for m in map(ADMIN_RE.search, list(server.stderr_lines)) if m), None)
+    m = wait_until(found, timeout)
+    assert m, f"no admin endpoint line on stderr: {server.stderr_text()!r}"
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
+def scrape_metrics(admin: tuple[str, int], timeout: float = 10.0) -> dict[str, float]:
+    """GET /metrics: every sample by its full name (labels included, e.g.
+    'flashsrv_requests_total{status="200"}')."""
+    with socket.create_connection(admin, timeout=timeout) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        status, _, body = split_response(read_until_eof(s, timeout=timeout), "/metrics")
+    assert status == 200, f"/metrics answered {status}"
+    samples = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def socket_fd_count(pid: int) -> int:
+    """How many of a process's descriptors are sockets (clients, listeners, helper pairs)."""
+    count = 0
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    for name in names:
+        with contextlib.suppress(OSError):  # closed while we looked
+            count += os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:")
+    return count
+
+
+def abort_connection(sock: socket.socket) -> None:
+    """Close with a reset (SO_LINGER 0): the server learns at once that the client is gone,
+    even while it is still waiting for the disk on that connection's behalf."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)  # wakes a thread blocked in recv on it
+    sock.close()
+
+
+def assert_no_leaks(server: ServerProcess, admin: tuple[str, int], socket_baseline: int,
+                    held: int = 0, timeout: float = 5.0) -> None:
+    """The end of every test that opened connections: the server counts exactly the `held`
+    connections the test still has open, its socket descriptors are back to the baseline
+    (taken with no client connected) within timeout, and its stderr shows no coroutine that
+    was never awaited and no traceback."""
+    def connections():
+        return scrape_metrics(admin).get("flashsrv_open_connections")
+    open_now = wait_until(lambda: connections() == held, timeout, interval=0.1)
+    assert open_now, f"flashsrv_open_connections is {connections()}, the test holds {held}"
+    if held == 0:
+        sockets = wait_until(lambda: socket_fd_count(server.proc.pid) == socket_baseline,
+                             timeout, interval=0.1)
+        assert sockets, (f"{socket_fd_count(server.proc.pid)} socket descriptors, "
+                         f"{socket_baseline} before the test")
+    text = server.stderr_text()
+    for sign in ("never awaited", "Traceback"):
+        assert sign not in text, f"{sign!r} on the server's stderr:\n{text[-4000:]}"
+
+
+def is_mounted(path: Path | str) -> bool:
+    """Whether path is a mount point, from /proc/self/mountinfo: no stat(2) that a slow or
+    stuck FUSE daemon could hang."""
+    with open("/proc/self/mountinfo") as f:
+        points = {line.split()[4].replace("\\040", " ") for line in f}
+    return str(path) in points
+
+
+def unmount(mountpoint: Path | str, daemon: subprocess.Popen) -> None:
+    """Unmount (plainly, then lazily if the mount is still busy) and reap the FUSE daemon;
+    every step bounded, so a broken filesystem cannot hang the suite."""
+    for cmd in (["fusermount", "-u"], ["umount"], ["umount", "-l"]):
+        if not is_mounted(mountpoint):
+            break
+        if shutil.which(cmd[0]) is None:
+            continue
+        try:
+            subprocess.run([*cmd, str(mountpoint)], capture_output=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        daemon.wait(5)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait(5)
+
+
+@contextlib.contextmanager
+def fuse_mount(script: Path, backing: Path, mountpoint: Path, *args: str, log: Path):
+    """Run a FUSE test filesystem (`python SCRIPT ARGS BACKING MOUNTPOINT`) for the duration of
+    the block, its output in log; skips the test when FUSE cannot mount here at all, fails it
+    when the filesystem is broken or stays mounted afterwards."""
+    import pytest
+
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip(f"no /dev/fuse: cannot mount {script.name}")
+    mountpoint.mkdir(exist_ok=True)
+    with open(log, "wb") as out:
+        daemon = subprocess.Popen([sys.executable, str(script), *args, str(backing),
+                                   str(mountpoint)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        up = wait_until(lambda: is_mounted(mountpoint) or daemon.poll() is not None,
+                        timeout=10, interval=0.05)
+        if not up or not is_mounted(mountpoint):
+            unmount(mountpoint, daemon)
+            why = log.read_text(errors="replace").strip()
+            if daemon.returncode == FUSE_UNAVAILABLE or any(s in why for s in FUSE_REFUSED):
+                pytest.skip(f"FUSE cannot mount here: {why or 'no reason given'}")
+            pytest.fail(f"{script.name} did not mount (exit {daemon.returncode}): {why}")
+        yield
+    finally:
+        unmount(mountpoint, daemon)
+    assert not is_mounted(mountpoint), f"{mountpoint} is still mounted after the test"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(len(ordered) * fraction + 0.999999) - 1))]
+
+
+class HotProbe:
+    """Fetches one path every `interval` seconds on its own keep-alive connection, in a thread.
+
+    Each latency counts from when the request was due, not from when it could be sent: a
+    response that takes 500 ms delays the 50 requests due meanwhile, and all of them count
+    (no "coordinated omission"). So one long stall of the server weighs in the percentiles as
+    it would for clients arriving at that rate, instead of as a single slow sample.
+    """
+
+    def __init__(self, server: ServerProcess, path: str, body: bytes,
+                 interval: float = 0.01) -> None:
+        self.server = server
+        self.path = path
+        self.body = body
+        self.interval = interval
+        self.latencies: list[float] = []
+        self.slowest: list[tuple[float, float]] = []  # (seconds into the run, latency)
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.sock = connect(server)
+
+    def __enter__(self) -> HotProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        reader = ResponseReader(self.sock)
+        raw = request_bytes(self.server, self.path)
+        start = time.monotonic()
+        due = start
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now < due:
+                time.sleep(due - now)
+            try:
+                self.sock.sendall(raw)
+                resp = reader.read()
+            except (OSError, ConnectionError) as exc:
+                if not self._stop.is_set():
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                # Cut off by stop() while waiting: what was due has waited at least until now.
+                self._count(start, due, time.monotonic())
+                return
+            if resp.status != 200 or resp.body != self.body:
+                self.errors.append(f"{resp.status} {resp.body[:80]!r}")
+            due = self._count(start, due, time.monotonic())
+
+    def _count(self, start: float, due: float, done: float) -> float:
+        """Every request that fell due while one was out counts, each from its due time;
+        returns when the next one is due."""
+        while due <= done:
+            self.latencies.append(done - due)
+            if done - due > 0.05:
+                self.slowest.append((round(due - start, 3), round(done - due, 3)))
+            due += self.interval
+        return due
+
+    def stop(self) -> None:
+        """Stop now, also in the middle of a request that the server is late to answer (the
+        connection is reset)."""
+        self._stop.set()
+        self._thread.join(0.5)
+        if self._thread.is_alive():
+            abort_connection(self.sock)
+            self._thread.join(30)
+        self.sock.close()
+
+    def p99(self) -> float:
+        return percentile(self.latencies, 0.99)
+
+    def max(self) -> float:
+        return max(self.latencies, default=0.0)
+
+    def summary(self) -> str:
+        return (f"{len(self.latencies)} probes, p50 {percentile(self.latencies, 0.5) * 1e3:.1f}"
+                f" ms, p99 {self.p99() * 1e3:.1f} ms, max {self.max() * 1e3:.1f} ms; slow ones"
+                f" (s into the run, latency s): {self.slowest[:20]}; errors {self.errors[:5]}")
+
+
+class LagSampler:
+    """Samples the server's event-loop lag from /metrics every `interval` seconds, in a thread.
+
+    `flashsrv_event_loop_lag_max_seconds` is the largest lateness since the server started: when
+    it grew during the sampling, its last value is the largest lag of the run. When it did not
+    (or the server has no such gauge), the largest of the sampled
+    `flashsrv_event_loop_lag_seconds` (the lateness of the last loop sample) stands in.
+    """
+
+    MAX = "flashsrv_event_loop_lag_max_seconds"
+    LAST = "flashsrv_event_loop_lag_seconds"
+
+    def __init__(self, admin: tuple[str, int], interval: float = 0.05) -> None:
+        self.admin = admin
+        self.interval = interval
+        self.samples: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LagSampler:
+        self.samples.append(scrape_metrics(self.admin))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.samples.append(scrape_metrics(self.admin))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(scrape_metrics(self.admin))
+
+    def max_lag(self) -> float:
+        sampled = max((s.get(self.LAST, 0.0) for s in self.samples), default=0.0)
+        if self.MAX in self.samples[0] and self.samples[-1][self.MAX] > self.samples[0][self.MAX]:
+            return max(sampled, self.samples[-1][self.MAX])
+        return sampled
+
+    def gauge(self) -> str:
+        return self.MAX if self.MAX in self.samples[0] else self.LAST
