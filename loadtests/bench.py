@@ -24,6 +24,15 @@ Workloads (the Flash paper's comparison, on a small scale):
   slow disk 120 IOPS / 16 MiB/s, 8 s) unless --helpers, --cache-bytes, --throttle-iops,
   --throttle-bps or --duration say otherwise.
 
+The floor: `loadtests/floor_server.py`, a bare uvloop + httptools server answering every request
+with one constant 2 KB response, runs the cached 2 KB workload only. It is what no Python server
+can beat on this machine; flashsrv's CPU per request is judged against it (a ratio that does not
+move with the CPU the way the ratio to nginx does).
+
+CPU per request, on every row without a probe: utime and stime (/proc/PID/stat) of every process
+in the server's process group (nginx workers, flashsrv's helpers; and of the main process alone),
+read before and after the load generator runs, divided by the requests it completed.
+
 The slow disk needs root and a cgroup io controller; without them the disk-bound workloads are
 skipped with a message, never faked (and never slowed down by a sleep in the server).
 
@@ -50,7 +59,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -405,16 +414,20 @@ def cgroup2_mount() -> Path | None:
 class ServerSpec:
     key: str          # name on the command line (--servers)
     label: str        # name in the table
-    kind: str         # flashsrv | nginx | granian | uvicorn
+    kind: str         # flashsrv | nginx | floor | granian | uvicorn
     workloads: list[str]
     model: str | None = None
     access_log: bool = False
     prefix: str = ""  # URL prefix under which the data set is served
+    only_why: str = ""  # why it runs only `workloads`: a note when others are asked for
 
 
 FULL = ALL_WORKLOADS
+FLOOR = "floor (bare uvloop+httptools)"
 SERVERS = [
     ServerSpec("nginx", "nginx", "nginx", FULL),
+    ServerSpec("floor", FLOOR, "floor", ["small"],
+               only_why="a constant 2 KB response, no files: loadtests/floor_server.py"),
     # Measured before any disk-bound run, whose evictions and writeback would tax its log file.
     ServerSpec("amped+log", "flashsrv amped, access log on", "flashsrv", ["small"],
                model="amped", access_log=True),
@@ -501,6 +514,11 @@ def unavailable(spec: ServerSpec, tools: Tools) -> str | None:
             return "this flashsrv has no --model option yet"
     if spec.kind == "nginx" and not shutil.which("nginx"):
         return "nginx not found (apt-get install nginx-light)"
+    if spec.kind == "floor":
+        import importlib.util
+        missing = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"{' and '.join(missing)} not installed (pip install -e .)"
     if spec.kind == "granian" and not tools.find("granian"):
         return "granian not found (pip install granian, or --peers-venv DIR)"
     if spec.kind == "uvicorn":
@@ -514,6 +532,23 @@ def unavailable(spec: ServerSpec, tools: Tools) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class CpuTimes:
+    """utime and stime, in seconds, of a server's main process and of all its processes."""
+
+    main_user: float = 0.0
+    main_sys: float = 0.0
+    user: float = 0.0
+    sys: float = 0.0
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    @property
+    def total(self) -> float:
+        return self.user + self.sys
+
+
 @dataclass
 class Running:
     spec: ServerSpec
@@ -525,21 +560,19 @@ class Running:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.spec.prefix}"
 
-    def cpu_seconds(self) -> float:
-        """CPU time of the server's live process tree (main process, workers, helpers)."""
-        total, todo, seen = 0.0, [self.proc.pid], set()
+    def cpu_times(self) -> CpuTimes:
+        """User and system CPU of the main process and of its whole process group (workers,
+        helpers; the server is started in a session of its own), from /proc/PID/stat."""
         tick = os.sysconf("SC_CLK_TCK")
-        while todo:
-            pid = todo.pop()
-            if pid in seen:
-                continue
-            seen.add(pid)
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(stat[11]) + int(stat[12])) / tick
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    todo += [int(c) for c in (task / "children").read_text().split()]
-        return total
+        main = (0, 0)
+        user = system = 0
+        for pid, stat in group_stats(self.proc.pid):
+            if pid == self.proc.pid:
+                main = (int(stat[11]), int(stat[12]))
+            # + cutime, cstime: a helper that exited (and was reaped) during the run counts too
+            user += int(stat[11]) + int(stat[13])
+            system += int(stat[12]) + int(stat[14])
+        return CpuTimes(main[0] / tick, main[1] / tick, user / tick, system / tick)
 
     def log_tail(self, n: int = 2000) -> str:
         with contextlib.suppress(OSError):
@@ -565,6 +598,10 @@ def server_command(spec: ServerSpec, tools: Tools, ds: Dataset, work: Path, port
         conf.mkdir()
         (conf / "nginx.conf").write_text(nginx_conf(conf, ds.root, port))
         return ["nginx", "-p", str(conf), "-c", "nginx.conf", "-g", "daemon off;"], env
+    if spec.kind == "floor":  # the same body size as the cached small file
+        size = (ds.root / CACHED["small"].lstrip("/")).stat().st_size
+        return [sys.executable, str(Path(__file__).resolve().parent / "floor_server.py"),
+                "--port", str(port), "--body-bytes", str(size)], env
     if spec.kind == "granian":
         (work / "bench_granian_app.py").write_text(GRANIAN_APP)
         return [str(tools.find("granian")), "--interface", "rsgi", "--host", "127.0.0.1",
@@ -650,15 +687,19 @@ def stop_server(running: Running, grace: float = 15.0) -> list[str]:
     return problems
 
 
-def pids_in_group(pgid: int) -> list[int]:
-    pids = []
+def group_stats(pgid: int) -> Iterator[tuple[int, list[str]]]:
+    """(pid, fields of /proc/PID/stat after the command name) of every process in `pgid`:
+    fields[0] is the state, [2] the process group, [11:15] utime, stime, cutime, cstime."""
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             with contextlib.suppress(OSError, IndexError):
                 fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) == pgid and fields[0] != "Z":
-                    pids.append(int(d.name))
-    return pids
+                if int(fields[2]) == pgid:
+                    yield int(d.name), fields
+
+
+def pids_in_group(pgid: int) -> list[int]:
+    return [pid for pid, fields in group_stats(pgid) if fields[0] != "Z"]
 
 
 def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -1001,6 +1042,16 @@ class Row:
     probe_p99_ms: float | None = None
     requests: int = 0  # responses completed
     started: int = 0   # bulk loader: requests sent (files taken from the deck)
+    # Server CPU per completed request (µs; utime, stime): all its processes, and the main one.
+    user_us: float | None = None
+    sys_us: float | None = None
+    main_user_us: float | None = None
+    main_sys_us: float | None = None
+
+    def cpu_per_request(self, used: CpuTimes) -> None:
+        if self.requests:
+            self.main_user_us, self.main_sys_us, self.user_us, self.sys_us = (
+                t * 1e6 / self.requests for t in astuple(used))
 
 
 class Bench:
@@ -1036,7 +1087,7 @@ class Bench:
         secs = self.args.duration if seconds is None else seconds
         cores = list(self.tools.cpus or sorted(os.sched_getaffinity(0)))
         busy0 = cpu_times(cores)
-        cpu0, t0 = srv.cpu_seconds(), time.monotonic()
+        cpu0, t0 = srv.cpu_times(), time.monotonic()
         gens = [Wrk(self.tools, self.work, srv, paths, conns, secs, mode, start)
                 for paths, conns, mode in loads]
         prober = None
@@ -1048,14 +1099,16 @@ class Bench:
             prober.join(secs + 60)
         elapsed = time.monotonic() - t0
         busy1 = cpu_times(cores)
-        server_cpu = (srv.cpu_seconds() - cpu0) / elapsed
+        used = srv.cpu_times() - cpu0
         row = Row(WORKLOAD_TITLES[workload], srv.spec.label,
                   rps=sum(r.rps for r in results), mbps=sum(r.mbps for r in results),
                   p50_ms=results[0].p50_ms, p99_ms=results[0].p99_ms,
                   errors=sum(r.errors for r in results),
-                  server_cpu=server_cpu, wrk_cpu=sum(r.cpu for r in results),
+                  server_cpu=used.total / elapsed, wrk_cpu=sum(r.cpu for r in results),
                   requests=sum(r.requests for r in results),
                   started=sum(r.started for r in results))
+        if not prober:  # with a probe, its requests and the files still in flight are not
+            row.cpu_per_request(used)  # counted: CPU per request would mean nothing
         if len(results) > 1:
             row.note = " + ".join(f"{r.rps:,.0f}" for r in results) + " req/s (cold + hot)"
         if prober:
@@ -1147,8 +1200,8 @@ def markdown_table(rows: list[Row]) -> str:
     ratios = ratio_column(rows)
     lines = [
         "| workload | server | req/s | MB/s | x nginx | latency p50 / p99 (ms) | errors "
-        "| server CPU | wrk CPU | notes |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| server CPU | wrk CPU | user µs/req all / main | sys µs/req all / main | notes |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for i, r in enumerate(rows):
         if r.probe_p50_ms is not None:
@@ -1158,8 +1211,14 @@ def markdown_table(rows: list[Row]) -> str:
         lines.append(
             f"| {r.workload} | {r.server} | {r.rps:,.{1 if r.rps < 10 else 0}f} | {r.mbps:,.1f} "
             f"| {ratios[i]} | {lat} "
-            f"| {r.errors} | {r.server_cpu:.0%} | {r.wrk_cpu:.0%} | {r.note} |")
+            f"| {r.errors} | {r.server_cpu:.0%} | {r.wrk_cpu:.0%} "
+            f"| {_per_request(r.user_us, r.main_user_us)} "
+            f"| {_per_request(r.sys_us, r.main_sys_us)} | {r.note} |")
     return "\n".join(lines)
+
+
+def _per_request(total: float | None, main: float | None) -> str:
+    return "—" if total is None or main is None else f"{total:.1f} / {main:.1f}"
 
 
 def targets(rows: list[Row]) -> list[str]:
@@ -1174,37 +1233,53 @@ def targets(rows: list[Row]) -> list[str]:
         if value is not None:
             met = value <= goal if at_most else value >= goal
             mark = "met" if met else "NOT met"
-            out.append(f"- {text}: {value:.2f} (target {'≤' if at_most else '≥'} {goal:g}: "
+            out.append(f"- {text}: {value:.2f} (target {'≤' if at_most else '≥'} {goal}: "
                        f"{mark})")
 
-    def ratio(w: str, a: str, b: str, mb: bool = False, inverse: bool = False) -> float | None:
+    def ratio(w: str, a: str, b: str, metric: str = "rps",
+              inverse: bool = False) -> float | None:
+        """`metric` of server a / of server b in workload w (b / a when `inverse`)."""
         x, y = get(w, a), get(w, b)
         if not x or not y:
             return None
+        num, den = getattr(x, metric), getattr(y, metric)
         if inverse:
-            return (y.probe_p99_ms or 0) / x.probe_p99_ms if x.probe_p99_ms else None
-        num, den = (x.mbps, y.mbps) if mb else (x.rps, y.rps)
-        return num / den if den else None
+            num, den = den, num
+        return num / den if num is not None and den else None
 
     amped = "flashsrv amped"
     check("cached 2 KB, amped / nginx req/s", ratio("small", amped, "nginx"), 0.8)
     check("cached 2 KB, amped / granian req/s", ratio("small", amped, "granian static"), 2.5)
     check("cached 2 KB, amped / uvicorn+starlette req/s",
           ratio("small", amped, "uvicorn+starlette"), 20)
-    check("cached 1 MiB, amped / nginx MB/s", ratio("1mib", amped, "nginx", mb=True), 0.7)
-    check("cached 20 MiB, amped / nginx MB/s", ratio("20mib", amped, "nginx", mb=True), 0.7)
+    check("cached 1 MiB, amped / nginx MB/s", ratio("1mib", amped, "nginx", "mbps"), 0.7)
+    check("cached 20 MiB, amped / nginx MB/s", ratio("20mib", amped, "nginx", "mbps"), 0.7)
     check("cached 2 KB, access log on / off req/s",
           ratio("small", "flashsrv amped, access log on", amped), 0.75)
     check("disk-bound, amped / sped req/s", ratio("disk", amped, "flashsrv sped"), 2)
-    check("stall probe p99, sped / amped", ratio("stall", amped, "flashsrv sped", inverse=True),
-          10)
+    check("stall probe p99, sped / amped",
+          ratio("stall", amped, "flashsrv sped", "probe_p99_ms", inverse=True), 10)
     large = get("coldlarge", amped)
     check("disk-bound large files, amped probe p99 ms", large.probe_p99_ms if large else None, 20,
           at_most=True)
     check("disk-bound large files, probe p99 sped / amped",
-          ratio("coldlarge", amped, "flashsrv sped", inverse=True), 10)
+          ratio("coldlarge", amped, "flashsrv sped", "probe_p99_ms", inverse=True), 10)
     check("disk-bound large files, amped / sped cold MB/s",
-          ratio("coldlarge", amped, "flashsrv sped", mb=True), 0.9)
+          ratio("coldlarge", amped, "flashsrv sped", "mbps"), 0.9)
+    # Issue 10: CPU per request against the Python floor (same run, same core), and nginx.
+    small, floor = get("small", amped), get("small", FLOOR)
+    if small and floor and small.sys_us is not None and floor.sys_us is not None:
+        sys_ratio = ratio("small", amped, FLOOR, "sys_us")
+        out.append(f"- issue 10: CPU per 2 KB request (all processes), µs user + sys: floor "
+                   f"{floor.user_us:.1f} + {floor.sys_us:.1f}, amped {small.user_us:.1f} + "
+                   f"{small.sys_us:.1f}; sys CPU amped / floor: "
+                   + (f"{sys_ratio:.2f}" if sys_ratio is not None else "—"))
+    check(f"issue 10: user CPU per 2 KB request, {amped} / floor",
+          ratio("small", amped, FLOOR, "user_us"), 2.0, at_most=True)
+    check("issue 10: cached 2 KB, amped / nginx req/s", ratio("small", amped, "nginx"), 1.0)
+    check("issue 10: cached 100 KB, amped / nginx req/s", ratio("medium", amped, "nginx"), 0.9)
+    check("issue 10: many files > cache, amped / nginx req/s", ratio("many", amped, "nginx"),
+          0.9)
     return out
 
 
@@ -1289,7 +1364,7 @@ def write_results(out: Path, rows: list[Row], info: dict[str, str], notes: list[
         *([cold_large_settings(args), ""] if any(
             r.workload == WORKLOAD_TITLES["coldlarge"] for r in rows) else []),
         table, "",
-        *(["Targets (issue 4):", "", *checks, ""] if checks else []),
+        *(["Targets (issue 4; issue 10 where it says so):", "", *checks, ""] if checks else []),
         *(["Notes:", "", *[f"- {n}" for n in notes], ""] if notes else []),
         "![benchmark chart](results.png)" if not chart_note else "",
     ])
@@ -1427,6 +1502,11 @@ def main(argv: list[str] | None = None) -> int:
             if spec.key not in wanted:
                 continue
             todo = [w for w in workloads if w in spec.workloads]
+            skipped = [WORKLOAD_TITLES[w] for w in workloads if w not in spec.workloads]
+            if spec.only_why and skipped:
+                only = ", ".join(WORKLOAD_TITLES[w] for w in spec.workloads)
+                notes.append(f"{spec.label} runs only {only} ({spec.only_why}); not run: "
+                             + ", ".join(skipped))
             if not todo:
                 continue
             why_not = unavailable(spec, tools)
@@ -1458,7 +1538,8 @@ def main(argv: list[str] | None = None) -> int:
                         bench.rows.append(row)
                         log(f"{spec.label:32} {row.workload:28} {row.rps:>10,.0f} req/s "
                             f"{row.mbps:>9,.1f} MB/s  errors {row.errors}  "
-                            f"cpu {row.server_cpu:.0%}/{row.wrk_cpu:.0%}")
+                            f"cpu {row.server_cpu:.0%}/{row.wrk_cpu:.0%}  µs/req user "
+                            f"{row.user_us or 0:.1f} sys {row.sys_us or 0:.1f}")
                         if running.proc.poll() is not None:
                             break
                 finally:

@@ -1,12 +1,14 @@
-"""The benchmark harness works end to end: tiny run, flashsrv and nginx, a table with ratios.
+"""The benchmark harness works end to end: tiny run, flashsrv, nginx and the Python floor, a
+table with ratios and CPU per request.
 
 No speed is asserted (speed is for loadtests/bench.py to report, not for a test to judge);
-only that the harness starts both servers, drives them with wrk, stops them cleanly and writes
+only that the harness starts the servers, drives them with wrk, stops them cleanly and writes
 the table.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -25,7 +27,7 @@ BENCH = Path(__file__).resolve().parent.parent / "loadtests" / "bench.py"
 def test_bench_quick_produces_a_table_with_ratios(tmp_path: Path) -> None:
     out = tmp_path / "results"
     run = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--servers", "nginx,amped",
+        [sys.executable, str(BENCH), "--quick", "--servers", "nginx,floor,amped",
          "--workloads", "small,1mib", "--duration", "1", "--out", str(out)],
         capture_output=True, text=True, timeout=120,
     )
@@ -43,8 +45,30 @@ def test_bench_quick_produces_a_table_with_ratios(tmp_path: Path) -> None:
         assert re.fullmatch(r"\d+\.\d\dx", amped[4]), amped
         assert float(amped[2].replace(",", "")) > 0, amped  # it served requests
         assert amped[6] == "0", f"errors during the run: {amped}"
+    # The floor runs the 2 KB row only, and says so.
+    assert ("cached 1 MiB", "floor (bare uvloop+httptools)") not in rows
+    assert "not run: cached 1 MiB" in text, text
+    # CPU per request (µs, user and sys): all processes / main process, on every row. The
+    # kernel counts in ticks (10 ms): in 1 s nginx's sendfile row may get no user tick at all.
+    assert len(rows) == 5, rows
+    for (workload, server), cells in rows.items():
+        cpu = []
+        for cell in cells[9:11]:
+            m = re.fullmatch(r"(\d+\.\d) / (\d+\.\d)", cell)
+            assert m and float(m[1]) >= float(m[2]), cells
+            cpu.append((float(m[1]), float(m[2])))
+        (user, main_user), (system, main_sys) = cpu
+        assert user + system > 0, cells
+        if server != "nginx":  # nginx's master process sleeps: its workers do the work
+            assert main_user + main_sys > 0, cells
+        if workload == "cached 2 KB":
+            assert user > 0, cells
+    floor_line = re.search(r"user CPU per 2 KB request, flashsrv amped / floor: (\d+\.\d\d) "
+                           r"\(target ≤ 2\.0", text)
+    assert floor_line and float(floor_line[1]) > 0, text
     assert "problem:" not in text, text
-    assert (out / "results.json").exists()
+    data = json.loads((out / "results.json").read_text())
+    assert all(r["user_us"] + r["sys_us"] > 0 for r in data["rows"]), data["rows"]
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None,
@@ -68,6 +92,6 @@ def test_bench_quick_large_file_row(tmp_path: Path) -> None:
     assert float(cells[3].replace(",", "")) > 0, row  # cold MB/s: it sent file data
     assert re.fullmatch(r"\*\*probe \d+\.\d\d / \d+\.\d\d\*\*", cells[5]), row
     assert cells[6] == "0", f"errors during the run: {row}"
-    assert "--helpers 8 --cache-bytes 1M" in cells[9], row
+    assert "--helpers 8 --cache-bytes 1M" in cells[-1], row  # the notes
     assert "disk-bound large files, amped probe p99 ms:" in text, text
     assert "problem:" not in text, text
