@@ -16,7 +16,7 @@ from httptools import HttpParserError, HttpRequestParser
 from flashsrv.responses import build_head
 
 if TYPE_CHECKING:
-    from flashsrv.server import Site
+    from flashsrv.site import Site
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -29,8 +29,11 @@ def metrics_text(site: Site) -> str:
         "# HELP flashsrv_requests_total Requests answered, by status code.",
         "# TYPE flashsrv_requests_total counter",
     ]
+    by_status = dict(stats.by_status)
+    if site.prepared.hits:
+        by_status[200] = by_status.get(200, 0) + site.prepared.hits
     lines += [f'flashsrv_requests_total{{status="{status}"}} {count}'
-              for status, count in sorted(stats.by_status.items())]
+              for status, count in sorted(by_status.items())]
     lines += [
         "# HELP flashsrv_log_dropped_total Log lines dropped because the log was full or failing.",
         "# TYPE flashsrv_log_dropped_total counter",
@@ -39,7 +42,8 @@ def metrics_text(site: Site) -> str:
               for name, count in stats.logs.dropped.items()]
     gauges = {
         "open_connections": ("gauge", "Client connections open now.", len(site.connections)),
-        "bytes_sent_total": ("counter", "Body bytes promised in responses.", stats.bytes_sent),
+        "bytes_sent_total": ("counter", "Body bytes promised in responses.",
+                             stats.bytes_sent + site.prepared.bytes_sent),
         "connections_refused_total": ("counter", "Connections over --max-connections.",
                                       stats.refused),
         "requests_rejected_total": ("counter", "Unparseable or over-limit requests.",
@@ -49,6 +53,8 @@ def metrics_text(site: Site) -> str:
                                    stats.unavailable),
         "data_cache_hits_total": ("counter", "File-data cache hits.", content.data.hits),
         "data_cache_misses_total": ("counter", "File-data cache misses.", content.data.misses),
+        "prepared_hits_total": ("counter", "Requests answered with a whole prepared response "
+                                "(the fast lane).", site.prepared.hits),
         "data_cache_bytes": ("gauge", "Bytes held by the file-data cache.", content.data.used),
         "data_cache_limit_bytes": ("gauge", "The file-data cache budget.",
                                    content.data.max_bytes),

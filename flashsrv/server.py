@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from importlib import resources
 
@@ -27,14 +26,14 @@ import uvloop
 
 from flashsrv.accesslog import AccessLog
 from flashsrv.config import Config, ConfigError
+from flashsrv.connection import HttpConnection
 from flashsrv.content import Content
 from flashsrv.disk import Disk, InlineDisk, ThreadDisk
 from flashsrv.helper_pool import HelperPool
-from flashsrv.histogram import Histogram
-from flashsrv.httpdate import DateHeader
-from flashsrv.logsink import LOSSES, ErrorLog, LogSink
-from flashsrv.protocol import HttpConnection
-from flashsrv.responder import Request, Responder
+from flashsrv.logsink import ErrorLog, LogSink
+from flashsrv.phases import phase_timeouts
+from flashsrv.responder import Responder
+from flashsrv.site import Site, Stats
 from flashsrv.site_documents import SiteDocuments
 from flashsrv.site_rules import SiteRules
 
@@ -52,54 +51,6 @@ LOG_FORMAT = "%(asctime)s flashsrv[%(process)d] %(levelname)s %(message)s"
 # How long the end of a run waits for the log threads to write their last lines: a log nobody
 # reads must not hold up the exit.
 LOG_CLOSE_WAIT = 1.0
-
-
-class Stats:
-    """Counters the admin endpoint exposes; plain attributes, bumped on the hot path."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.by_status: defaultdict[int, int] = defaultdict(int)
-        self.bytes_sent = 0
-        self.refused = 0
-        self.rejected = 0
-        self.timeouts = 0
-        self.unavailable = 0
-        self.reclaimed = 0
-        self.loop_lag = 0.0
-        self.loop_lag_max = 0.0
-        self.loop_delay = Histogram()
-        self.slow_requests = Histogram()
-        self.logs = LOSSES
-        self.started = time.time()
-
-
-class Site:
-    """Everything one main process shares among its connections."""
-
-    def __init__(self, config: Config, content: Content, responder: Responder,
-                 documents: SiteDocuments, access_log: AccessLog | None) -> None:
-        self.config = config
-        self.content = content
-        self.responder = responder
-        self.documents = documents
-        self.access_log = access_log
-        self.stats = Stats()
-        self.date = DateHeader()
-        # Open connections, oldest first (reclaim_one closes the oldest idle one at the cap).
-        self.connections: dict[HttpConnection, None] = {}
-        self.stopping = False
-
-    def log_request(self, prefix: bytes, request: Request, status: int, length: int) -> None:
-        """Count a response and log it; prefix is the connection's `HOST - - [`."""
-        stats = self.stats
-        stats.requests += 1
-        stats.by_status[status] += 1
-        stats.bytes_sent += length
-        if self.access_log is not None:
-            target = request.path + b"?" + request.query if request.query else request.path
-            self.access_log.write(prefix, request.method, target, request.version, status,
-                                  length)
 
 
 def document_root(config: Config) -> str:
@@ -218,9 +169,11 @@ async def reload_site(site: Site, load: Callable[[], Config], one_at_a_time: asy
         site.access_log = access_log
         if old_log is not None and old_log is not access_log:
             old_log.close()
+        site.prepared.clear()
         if new.show_dotfiles != site.config.show_dotfiles:
             site.content.paths.clear()  # translations made under the other dot-file rule
         site.config = new
+        site.timeouts = phase_timeouts(new)
         log.info("configuration reloaded")
 
 
@@ -244,6 +197,7 @@ async def _tick(site: Site, loop: asyncio.AbstractEventLoop, error_log: ErrorLog
         await asyncio.sleep(TICK)
         now = time.monotonic()
         site.date.refresh()
+        site.prepared.clear()  # kept responses never outlive a tick (Date, trust period)
         for conn in list(site.connections):
             conn.check_deadline(now)
         if site.access_log is not None:
@@ -255,11 +209,11 @@ async def _tick(site: Site, loop: asyncio.AbstractEventLoop, error_log: ErrorLog
 async def _drain(site: Site, grace: float) -> None:
     """Let responses in flight finish (up to grace seconds), closing idle connections."""
     site.stopping = True
+    site.prepared.stop()
     deadline = time.monotonic() + grace
     while site.connections and time.monotonic() < deadline:
         for conn in list(site.connections):
-            if not conn.closed and not conn.busy and not conn.queue and not conn.write_paused:
-                conn.close_idle()
+            conn.drain_idle()
         await asyncio.sleep(0.05)
     for conn in list(site.connections):
         conn.abort()

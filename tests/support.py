@@ -720,3 +720,9 @@ class LagSampler:
 
     def gauge(self) -> str:
         return self.MAX if self.MAX in self.samples[0] else self.LAST
+
+
+def memory_answers(metrics: dict[str, float]) -> float:
+    """Responses answered from memory so far: data-cache hits plus prepared (fast-lane) ones."""
+    return (metrics.get("flashsrv_data_cache_hits_total", 0)
+            + metrics.get("flashsrv_prepared_hits_total", 0))

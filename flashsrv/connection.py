@@ -1,0 +1,450 @@
+"""One HTTP/1.x connection: an asyncio.Protocol whose methods are the events it receives.
+
+The connection reads requests (`RequestReader`, its base class: the httptools callbacks), keeps
+them in order (a request arriving while another is answered waits in a short queue: pipelining),
+and answers each one in the cheapest way that is right:
+
+- prepared: a plain keep-alive GET whose whole response is kept (`flashsrv.prepared`): one
+  dict lookup and one write;
+- from memory: a fresh path-cache entry whose bytes are in the data cache (or a large file
+  whose first bytes are resident): answered inside `data_received`;
+- slow: anything that needs the disk layer or a document step runs as a task (`handler`
+  decides, `ResponseSender` sends); the connection is ANSWERING and queues what follows.
+
+Its phase says what it waits for, and the phase alone sets its deadline (`flashsrv.phases`),
+which the server's periodic sweep checks: the hot path only stores a number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Coroutine
+from functools import partial
+from itertools import islice
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from flashsrv.disk import DiskUnavailable, FileChanged
+from flashsrv.entries import MISSING, Entry
+from flashsrv.fields import method_status
+from flashsrv.handler import decide, failure
+from flashsrv.phases import ANSWERING, CLOSING, HEAD, IDLE, NEW, SENDING
+from flashsrv.request_reader import RequestReader
+from flashsrv.responder import Plan, Request, body_of, error_plan
+from flashsrv.response_sender import ResponseSender
+
+if TYPE_CHECKING:
+    from flashsrv.site import Site
+
+log = logging.getLogger("flashsrv.connection")
+
+MAX_PIPELINE = 32
+# How many of the oldest connections a new one at the cap may look at to find one to close.
+RECLAIM_SCAN = 64
+
+_END_CLOSE = b"Connection: close\r\n\r\n"
+_END_KEEP_ALIVE_10 = b"Connection: keep-alive\r\n\r\n"
+_END = b"\r\n"
+# Stands in for the request line of something that could not be parsed (for the access log).
+_UNPARSED = Request(b"-", b"-", b"", "1.1", {}, False, False)
+
+
+def reclaim_one(connections: dict[HttpConnection, None]) -> bool:
+    """At the connection cap: close the oldest connection that is waiting for a request, as
+    nginx reuses idle connections when it runs short, so that a flood of connections that
+    send nothing cannot lock real clients out. Looks at the RECLAIM_SCAN oldest only (a
+    bounded cost per new connection); False when none of them can go."""
+    for conn in islice(connections, RECLAIM_SCAN):
+        if conn.reclaimable:
+            conn.site.stats.reclaimed += 1
+            connections.pop(conn)
+            conn.abort()
+            return True
+    return False
+
+
+class HttpConnection(RequestReader, asyncio.Protocol):
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        super().__init__()
+        self.transport: asyncio.Transport | None = None
+        self.sender: ResponseSender
+        self.queue: deque[Request | Plan] = deque()
+        self.phase = NEW
+        self.deadline = 0.0
+        self.task: asyncio.Task | None = None
+        self.peer = "-"
+        self.log_prefix = b"- - - ["
+        self._head_sent = False
+        self._rejected = False
+        self._last_request_seen = False
+
+    # -- phases ------------------------------------------------------------------------------
+
+    def _enter(self, phase: str) -> None:
+        self.phase = phase
+        self.deadline = monotonic() + self.site.timeouts[phase]
+
+    @property
+    def busy(self) -> bool:
+        return self.phase == ANSWERING
+
+    @property
+    def closed(self) -> bool:
+        return self.phase == CLOSING
+
+    @property
+    def reclaimable(self) -> bool:
+        """Waiting for a request (idle keep-alive, or nothing or part of a head sent): closing
+        it loses no response, which is what makes room for a new client under a flood."""
+        return self.phase in (NEW, IDLE, HEAD) and not self.queue
+
+    def check_deadline(self, now: float) -> None:
+        """Called by the server's sweep: drop connections whose current phase took too long."""
+        if now > self.deadline:
+            self.site.stats.timeouts += 1
+            self.abort()
+
+    # -- transport events ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        site = self.site
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = peer[0]
+            self.log_prefix = f"{self.peer} - - [".encode()
+        self.sender = ResponseSender(transport, site.content)
+        if site.stopping or (len(site.connections) >= site.config.max_connections
+                             and not reclaim_one(site.connections)):
+            site.stats.refused += 1
+            plan = error_plan(503, "too many connections", close=True)
+            self.phase = CLOSING
+            self._input_closed = True
+            transport.write(plan.head + _END_CLOSE + (plan.body or b""))
+            transport.close()
+            return
+        site.connections[self] = None
+        self._enter(NEW)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = CLOSING
+        self._input_closed = True
+        self.site.connections.pop(self, None)
+        if self.task is not None:
+            self.task.cancel()
+        self.sender.lost()
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.sender.pause()
+        if self.phase == ANSWERING:
+            self._enter(ANSWERING)
+        elif self.phase != CLOSING:
+            self._enter(SENDING)
+
+    def resume_writing(self) -> None:
+        self.sender.resume()
+        if self.phase == ANSWERING:
+            self._enter(ANSWERING)
+        elif self.phase == SENDING:
+            self._between_requests()
+            self._run_queue()
+
+    def eof_received(self) -> bool:
+        """The client half-closed: answer what it already sent, then close."""
+        self._last_request_seen = True
+        return bool(self.busy or self.queue)
+
+    # -- what the request reader hands over ---------------------------------------------------
+
+    def head_started(self) -> None:
+        """Unless a response is in progress (a pipelined request), a head that has begun must
+        arrive within header_timeout of the read that began it."""
+        if self.phase is IDLE or self.phase is NEW:
+            self._enter(HEAD)
+
+    def body_started(self) -> None:
+        if self.phase is IDLE or self.phase is NEW or self.phase is HEAD:
+            self._enter(HEAD)
+
+    def answer_prepared(self, target: bytes) -> bool:
+        site = self.site
+        table = site.prepared
+        prepared = table.get(target)
+        phase = self.phase
+        if (prepared is None or (phase is not IDLE and phase is not HEAD and phase is not NEW)
+                or self.queue or not self.parser.should_keep_alive()
+                or self.parser.get_method() != b"GET"):
+            return False
+        response, length = prepared
+        self.transport.write(response)
+        table.hits += 1  # counted as 200s by the admin endpoint
+        table.bytes_sent += length
+        if site.access_log is not None:
+            site.access_log.write(self.log_prefix, b"GET", target, "1.1", 200, length)
+        if self.phase is phase:  # not paused by that write
+            self.phase = IDLE
+            self.deadline = monotonic() + site.timeouts[IDLE]
+        return True
+
+    def request_received(self, request: Request) -> None:
+        if self.busy or self.queue or self.sender.paused:
+            self.queue.append(request)
+            if len(self.queue) >= MAX_PIPELINE:
+                self.transport.pause_reading()
+        else:
+            self._dispatch(request)
+
+    def expect_continue(self) -> None:
+        if not self.busy and not self.queue:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def upgrade_seen(self) -> None:
+        """A static server upgrades nothing: the request was answered as a plain one, and
+        since nothing after it can be parsed, the connection ends with its response."""
+        self._last_request_seen = True
+        if not self.busy and not self.queue:
+            self.close_idle()
+
+    def reject(self, status: int, detail: str) -> None:
+        """A request we cannot parse or will not serve: answer it after the requests before it
+        (they were valid and keep their place) and close; nothing after it is read."""
+        log.info("%s: %d %s", self.peer, status, detail)
+        self.site.stats.rejected += 1
+        self._rejected = self._input_closed = True
+        self.transport.pause_reading()
+        plan = self.site.responder.error(status, detail, close=True)
+        if self.busy or self.queue or self.sender.paused:
+            self.queue.append(plan)
+        else:
+            self._send(_UNPARSED, plan, plan.body)
+
+    # -- answering ----------------------------------------------------------------------------
+
+    def _dispatch(self, request: Request) -> None:
+        """Answer from memory if possible, else start the slow path as a task."""
+        site = self.site
+        status = method_status(request.method)
+        if status:
+            self._send_error(request, status)
+            return
+        content = site.content
+        entry = content.fresh(request.path)
+        if entry is not None and entry.kind != MISSING:
+            plan = site.responder.respond(request, entry)
+            file = plan.file
+            if plan.status >= 400:
+                pass  # error pages and listings may replace it: the slow path decides
+            elif file is None:
+                self._send(request, plan, plan.body)
+                return
+            elif file.size <= content.max_object or file.generated:
+                data = content.cached_body(file)
+                if data is not None:
+                    if plan.part_heads or plan.length != len(data):
+                        data = body_of(plan, data)
+                    elif len(entry.variants) == 1 and not entry.vary:
+                        self._prepare(request, plan, data)
+                    self._send(request, plan, data)
+                    return
+            else:
+                self._stream_now(request, plan)
+                return
+        self._start(request, self._answer_retrying(request, entry))
+
+    def _prepare(self, request: Request, plan: Plan, data: bytes) -> None:
+        """Keep the whole 200 response for the next plain keep-alive GET of this target."""
+        if (request.method == b"GET" and request.keep_alive and request.version == "1.1"
+                and not request.conditional and not plan.close):
+            target = request.path + b"?" + request.query if request.query else request.path
+            self.site.prepared.keep(target, b"".join(
+                (plan.head, self.site.date.line, _END, data)), len(data))
+
+    def _start(self, request: Request, work: Coroutine[Any, Any, None]) -> None:
+        """Go on with a response in a task; the connection is ANSWERING until it is done."""
+        self._enter(ANSWERING)
+        self.task = asyncio.get_running_loop().create_task(work)
+        self.task.add_done_callback(partial(self._slow_done, request, monotonic()))
+
+    def _stream_now(self, request: Request, plan: Plan) -> None:
+        """A large file: its head and as much of its body as goes without waiting (sendfile
+        from resident pages), here and now; a task sends the rest if something must wait."""
+        close = self._write_head(request, plan)
+        try:
+            position = None if request.method == b"HEAD" else self.sender.pump(plan)
+        except OSError as exc:  # FileChanged is one
+            self._fail(request, exc)
+            return
+        if position is None:
+            self._done(close)
+        else:
+            self._start(request, self._stream(plan, position, close))
+
+    async def _stream(self, plan: Plan, position: tuple[int, int], close: bool) -> None:
+        await self.sender.stream(plan, position, self._answering)
+        if close:
+            self.close_idle()
+
+    def _answering(self) -> None:
+        """A streamed response made progress: its next wait gets a whole send_timeout."""
+        self._enter(ANSWERING)
+
+    async def _answer_retrying(self, request: Request, entry: Entry | None) -> None:
+        try:
+            await self._answer(request, entry)
+        except FileChanged:
+            if self._head_sent:
+                raise
+            # Nothing sent yet: look the file up again and answer with its new version.
+            await self._answer(request, None)
+
+    async def _answer(self, request: Request, entry: Entry | None) -> None:
+        self._head_sent = False
+        plan = await decide(self.site, request, entry, self.peer)
+        if plan.file is None:
+            close = self._send(request, plan, plan.body, carry_on=False)
+        elif plan.file.size <= self.site.content.max_object or plan.file.generated:
+            content = self.site.content
+            data = content.cached_body(plan.file) or await content.body(plan.file)
+            close = self._send(request, plan, body_of(plan, data), carry_on=False)
+        else:
+            close = self._write_head(request, plan)
+            if request.method != b"HEAD":
+                await self.sender.stream(plan, self.sender.pump(plan), self._answering)
+        if close:
+            self.close_idle()
+
+    def _slow_done(self, request: Request, started: float, task: asyncio.Task) -> None:
+        """The slow part of a response ended: report how, then carry on with the queue. A
+        cancelled task means the connection is gone (connection_lost cancels it)."""
+        self.task = None
+        self.site.stats.slow_requests.observe(monotonic() - started)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._fail(request, exc)
+        self._finished()
+
+    def _fail(self, request: Request, exc: BaseException) -> None:
+        """An error response while nothing of the response has gone out, else a closed
+        connection (only closing is honest); `handler.failure` says which error."""
+        answer = failure(exc)
+        if answer is None:
+            self.abort()
+            return
+        status, detail, why = answer
+        if isinstance(exc, DiskUnavailable):
+            self.site.stats.unavailable += 1
+        log.error("%s %s: %s", self.peer, request.target_text, why)
+        self._send_error(request, status, detail)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _head_end(self, request: Request, plan: Plan) -> bytes:
+        """Date, Connection and the blank line that end every head we send."""
+        if not request.keep_alive or plan.close or self.site.stopping:
+            end = _END_CLOSE
+        elif request.version == "1.0":
+            end = _END_KEEP_ALIVE_10
+        else:
+            end = _END
+        return self.site.date.line + end
+
+    def _log(self, request: Request, plan: Plan, sent_body: bool) -> None:
+        target = request.path + b"?" + request.query if request.query else request.path
+        self.site.log_request(self.log_prefix, request.method, target, request.version,
+                              plan.status, plan.length if sent_body else 0)
+
+    def _write_head(self, request: Request, plan: Plan) -> bool:
+        """Write the head of a streamed response; returns whether to close afterwards."""
+        end = self._head_end(request, plan)
+        self.transport.write(plan.head + end)
+        self._head_sent = True
+        self._log(request, plan, request.method != b"HEAD")
+        return end.endswith(_END_CLOSE)
+
+    def _send(self, request: Request, plan: Plan, body: bytes | None,
+              carry_on: bool = True) -> bool:
+        """Write a response whose body is in memory. With carry_on (the synchronous paths),
+        close the connection or wait for the next request; else return whether to close."""
+        end = self._head_end(request, plan)
+        if request.method == b"HEAD":
+            body = None
+        self.sender.send(plan.head + end, body)
+        self._log(request, plan, body is not None)
+        close = end.endswith(_END_CLOSE)
+        if carry_on:
+            self._done(close)
+        return close
+
+    def _done(self, close: bool) -> None:
+        """A response written synchronously: close, or wait for the next request."""
+        self._head_sent = False
+        if close:
+            self.close_idle()
+        elif self.phase != ANSWERING and self.phase != CLOSING:
+            self._between_requests()
+
+    def _between_requests(self) -> None:
+        """The phase after a response: its bytes still wait in the transport, or the next
+        request has already begun (pipelined), or nothing has."""
+        if self.sender.paused:
+            self._enter(SENDING)
+        else:
+            self._enter(HEAD if self._url or self._body_bytes else IDLE)
+
+    def _send_error(self, request: Request, status: int, detail: str = "") -> None:
+        """An error instead of the response; after a head went out, only closing is honest."""
+        if self._head_sent:
+            self.abort()
+            return
+        plan = self.site.responder.error(status, detail)
+        self._send(request, plan, plan.body)
+
+    def _finished(self) -> None:
+        """The slow path's response is written: carry on with queued requests."""
+        self._head_sent = False
+        if self.phase == CLOSING:
+            return
+        if self._last_request_seen and not self.queue:
+            self.close_idle()
+            return
+        self._between_requests()
+        self._run_queue()
+
+    def _run_queue(self) -> None:
+        queue = self.queue
+        while queue and self.phase in (IDLE, HEAD):
+            item = queue.popleft()
+            if isinstance(item, Request):
+                self._dispatch(item)
+            else:
+                self._send(_UNPARSED, item, item.body)
+        if queue or self.phase == CLOSING or self.transport is None:
+            return
+        if self._last_request_seen and not self.busy:
+            self.close_idle()
+        elif not self._rejected:
+            self.transport.resume_reading()
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close_idle(self) -> None:
+        """Close after what is written has been sent; the connection stays counted until the
+        transport reports it lost, so a draining server waits for those bytes too."""
+        self._enter(CLOSING)
+        self._input_closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.phase = CLOSING
+        self._input_closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def drain_idle(self) -> None:
+        """Shutting down: close now if no response is being written."""
+        if self.phase in (NEW, IDLE, HEAD) and not self.queue and not self.sender.paused:
+            self.close_idle()
