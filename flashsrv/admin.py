@@ -97,19 +97,44 @@ def metrics_text(site: Site) -> str:
     return "\n".join(lines) + "\n"
 
 
+# An admin client has this long from connecting to its answer, at most MAX_CONNECTIONS at once
+# and MAX_REQUEST_BYTES of request: scrapers are few and quick, anything else is refused.
+DEADLINE = 5.0
+MAX_CONNECTIONS = 64
+MAX_REQUEST_BYTES = 16 * 1024
+
+
 class AdminConnection(asyncio.Protocol):
     """One admin request per connection: small, rare, and never on the site's hot path."""
+
+    open: set[AdminConnection] = set()
 
     def __init__(self, site: Site) -> None:
         self.site = site
         self.url = b""
+        self.received = 0
         self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.parser = HttpRequestParser(self)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
+        if len(AdminConnection.open) >= MAX_CONNECTIONS:
+            transport.abort()
+            return
+        AdminConnection.open.add(self)
+        self.timer = asyncio.get_running_loop().call_later(DEADLINE, transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        AdminConnection.open.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
 
     def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > MAX_REQUEST_BYTES:
+            self._answer(431, "text/plain; charset=utf-8", b"request too large\n")
+            return
         try:
             self.parser.feed_data(data)
         except HttpParserError:
@@ -130,9 +155,11 @@ class AdminConnection(asyncio.Protocol):
             self._answer(404, "text/plain; charset=utf-8", b"try /healthz or /metrics\n")
 
     def _answer(self, status: int, ctype: str, body: bytes) -> None:
+        if self.transport.is_closing():
+            return
         head = build_head(status, [("Content-Type", ctype), ("Content-Length", str(len(body))),
                                    ("Connection", "close")])
-        method = self.parser.get_method() if status != 400 else b"GET"
+        method = self.parser.get_method() if status < 400 else b"GET"
         self.transport.write(head + b"\r\n" + (b"" if method == b"HEAD" else body))
         self.transport.close()
 

@@ -194,6 +194,30 @@ def test_metrics_survive_hostile_admin_requests(root: Path):
         server.stop()
 
 
+def test_admin_connections_are_bounded_in_number_and_time(root: Path):
+    """A client that connects to the admin port and says nothing is closed after the admin
+    deadline (5 s); past 64 open admin connections, more are refused at once; /metrics still
+    answers once they are gone."""
+    server = start_server(root, "--admin-port", "0", "--access-log", "off")
+    idle: list[socket.socket] = []
+    try:
+        host, port = admin_address(server)
+        start = time.monotonic()
+        for _ in range(64):
+            idle.append(socket.create_connection((host, port), timeout=10))
+        with socket.create_connection((host, port), timeout=5) as extra:
+            assert read_until_eof(extra, timeout=3) == b"", "the 65th admin connection was kept"
+        assert read_until_eof(idle[0], timeout=10) == b""
+        assert 4.0 < time.monotonic() - start < 8.0, "an idle admin connection outlived 5 s"
+        for s in idle:
+            s.close()
+        assert wait_until(lambda: metrics(server)["flashsrv_helpers"] >= 1, timeout=5)
+    finally:
+        for s in idle:
+            s.close()
+        server.stop()
+
+
 # --- overload ---------------------------------------------------------------------------------
 
 
