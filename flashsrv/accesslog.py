@@ -15,10 +15,10 @@ import re
 import sys
 import time
 
+from flashsrv.httpdate import MONTHS
 from flashsrv.logsink import ACCESS, LogSink, open_log
 
 FLUSH_BYTES = 64 * 1024
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # httptools refuses control characters, spaces and non-ASCII bytes in a request-target, but lets
 # `"` and `\` through: those would let a client forge fields in a log line, so they (and, to be
 # safe, anything outside printable ASCII) are written as \xHH.
@@ -27,7 +27,7 @@ _UNSAFE = re.compile(rb'[^\x21-\x7e]|["\\]')
 
 def clf_time(ts: float) -> str:
     t = time.gmtime(ts)
-    return (f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+    return (f"{t.tm_mday:02d}/{MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
             f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
 
 

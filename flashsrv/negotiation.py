@@ -36,8 +36,9 @@ _QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 _OWS: Final = " \t"
 
 
-def _weight(params: list[str]) -> int:
-    """The member's q in thousandths (1000 when absent, 0 when malformed)."""
+def q_weight(params: list[str]) -> int:
+    """A list member's q (RFC 9110 §12.4.2) in thousandths from its parameters: 1000 when
+    absent, 0 when malformed (a malformed weight never selects anything)."""
     for param in params:
         name, eq, raw = param.partition("=")
         if name.strip(_OWS).lower() != "q":
@@ -59,7 +60,7 @@ def _parse(accept_encoding: str) -> dict[str, int]:
         if not coding:
             continue  # empty list members are legal and meaningless
         coding = _ALIASES.get(coding, coding)
-        q = _weight(params)
+        q = q_weight(params)
         weights[coding] = min(q, weights.get(coding, q))
     return weights
 

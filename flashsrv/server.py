@@ -23,6 +23,7 @@ from collections.abc import Callable
 from importlib import resources
 
 import uvloop
+from flashsrv_helpers.worker import die_with_parent
 
 from flashsrv.accesslog import AccessLog
 from flashsrv.config import Config, ConfigError
@@ -294,21 +295,15 @@ def run_worker(config: Config, sock: socket.socket, root: str, announce_address:
     uvloop.run(serve_forever(config, sock, root, fd_limit, announce_address, load))
 
 
-def _die_with_parent() -> None:
-    """Workers of a supervisor get SIGTERM when it dies, so none is ever orphaned."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
-
-
 def _fork_worker(config: Config, sock: socket.socket, root: str,
                  load: Callable[[], Config]) -> int:
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
-            _die_with_parent()
+            # Workers of a supervisor get SIGTERM when it dies, so none is ever orphaned.
+            die_with_parent(parent, signal.SIGTERM)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_DFL)

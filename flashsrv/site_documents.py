@@ -17,6 +17,7 @@ from flashsrv_helpers.wire import LISTING
 from flashsrv.content import Content
 from flashsrv.entries import DIRECTORY, FILE, FORBIDDEN, MISSING, Entry
 from flashsrv.listing import render_listing
+from flashsrv.negotiation import q_weight
 from flashsrv.responder import Plan, Request, Responder
 from flashsrv.responses import HTML_TYPE, build_head
 
@@ -29,16 +30,8 @@ def accepts_html(accept: str) -> bool:
     browser navigating to a page sends (a script's `*/*` does not count)."""
     for member in accept.split(","):
         media, *params = member.split(";")
-        if media.strip().lower() != "text/html":
-            continue
-        for param in params:
-            name, _, value = param.strip().partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    return float(value) > 0
-                except ValueError:
-                    return False
-        return True
+        if media.strip().lower() == "text/html":
+            return q_weight(params) > 0
     return False
 
 

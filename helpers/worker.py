@@ -20,13 +20,14 @@ from flashsrv_helpers.wire import MAX_FDS, FrameDecoder, encode
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel for SIGKILL when the parent exits; exit now if it already has."""
+def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send sig when the parent exits; exit now if it already has (it may
+    have died before the request was made). Also used by flashsrv's worker processes."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent_pid:

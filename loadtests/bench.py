@@ -62,6 +62,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 
+from flashsrv.config import parse_size  # the server's own size syntax (64M, 1G) for its options
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 KB = 1000
@@ -147,14 +149,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def parse_size(text: str) -> int:
-    units = {"K": 1024, "M": MIB, "G": 1024 * MIB}
-    text = text.strip().upper().removesuffix("B")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
 
 
 def cpu_times(cpus: list[int]) -> tuple[float, float]:
