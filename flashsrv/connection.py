@@ -69,6 +69,8 @@ class HttpConnection(RequestReader, asyncio.Protocol):
     def __init__(self, site: Site) -> None:
         self.site = site
         super().__init__()
+        # Set by connection_made, before any byte arrives: the methods the request reader
+        # calls (and the answering that follows) assert it for the type checker.
         self.transport: asyncio.Transport | None = None
         self.sender: ResponseSender
         self.queue: deque[Request | Plan] = deque()
@@ -109,7 +111,7 @@ class HttpConnection(RequestReader, asyncio.Protocol):
 
     # -- transport events ---------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         site = self.site
         peer = transport.get_extra_info("peername")
@@ -180,6 +182,7 @@ class HttpConnection(RequestReader, asyncio.Protocol):
                 or self.parser.get_method() != b"GET"):
             return False
         response, length = prepared
+        assert self.transport is not None
         self.transport.write(response)
         table.hits += 1  # counted as 200s by the admin endpoint
         table.bytes_sent += length
@@ -194,12 +197,14 @@ class HttpConnection(RequestReader, asyncio.Protocol):
         if self.busy or self.queue or self.sender.paused:
             self.queue.append(request)
             if len(self.queue) >= MAX_PIPELINE:
+                assert self.transport is not None
                 self.transport.pause_reading()
         else:
             self._dispatch(request)
 
     def expect_continue(self) -> None:
         if not self.busy and not self.queue:
+            assert self.transport is not None
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def upgrade_seen(self) -> None:
@@ -211,10 +216,14 @@ class HttpConnection(RequestReader, asyncio.Protocol):
 
     def reject(self, status: int, detail: str) -> None:
         """A request we cannot parse or will not serve: answer it after the requests before it
-        (they were valid and keep their place) and close; nothing after it is read."""
+        (they were valid and keep their place) and close; nothing after it is read. Bytes
+        that follow a response that closes the connection are not a request: ignored."""
+        if self._input_closed:
+            return
         log.info("%s: %d %s", self.peer, status, detail)
         self.site.stats.rejected += 1
         self._rejected = self._input_closed = True
+        assert self.transport is not None
         self.transport.pause_reading()
         plan = self.site.responder.error(status, detail, close=True)
         if self.busy or self.queue or self.sender.paused:
@@ -255,7 +264,7 @@ class HttpConnection(RequestReader, asyncio.Protocol):
                 return
         self._start(request, self._answer_retrying(request, entry))
 
-    def _prepare(self, request: Request, plan: Plan, data: bytes) -> None:
+    def _prepare(self, request: Request, plan: Plan, data: bytes | bytearray) -> None:
         """Keep the whole 200 response for the next plain keep-alive GET of this target."""
         if (request.method == b"GET" and request.keep_alive and request.version == "1.1"
                 and not request.conditional and not plan.close):
@@ -359,12 +368,13 @@ class HttpConnection(RequestReader, asyncio.Protocol):
     def _write_head(self, request: Request, plan: Plan) -> bool:
         """Write the head of a streamed response; returns whether to close afterwards."""
         end = self._head_end(request, plan)
+        assert self.transport is not None
         self.transport.write(plan.head + end)
         self._head_sent = True
         self._log(request, plan, request.method != b"HEAD")
         return end.endswith(_END_CLOSE)
 
-    def _send(self, request: Request, plan: Plan, body: bytes | None,
+    def _send(self, request: Request, plan: Plan, body: bytes | bytearray | None,
               carry_on: bool = True) -> bool:
         """Write a response whose body is in memory. With carry_on (the synchronous paths),
         close the connection or wait for the next request; else return whether to close."""

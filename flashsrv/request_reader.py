@@ -226,6 +226,8 @@ class RequestReader:
             if "transfer-encoding" in headers and version == "1.0":
                 keep_alive = False  # RFC 9112 §6.1: framing a 1.0 peer cannot have meant
         self._next_message()
+        if not keep_alive:
+            self._input_closed = True  # the last request: bytes after it are not read
         if url.startswith(b"/") and b"?" not in url and b"#" not in url:
             path, query = url, b""
         else:

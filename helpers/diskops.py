@@ -21,6 +21,7 @@ import gzip
 import os
 import stat
 from collections import OrderedDict
+from typing import TypeGuard
 
 from flashsrv_helpers.wire import DIRECTORY, ERROR, FILE, FORBIDDEN, LISTING, MISSING
 
@@ -34,6 +35,7 @@ KEPT_FILES = 64
 Result = tuple
 Variant = tuple[str, int, int, int, int, bytes | None, bool]
 Identity = tuple[int, int, int, int]  # (dev, ino, size, mtime_ns): one version of one file
+Found = tuple[Variant, int]  # a regular file's facts and its descriptor (-1: none)
 
 # Per device: can a read of a page-cached file return at once instead of waiting (RWF_NOWAIT)?
 _nowait_devices: dict[int, bool] = {}
@@ -70,7 +72,7 @@ def _failure(exc: OSError) -> Result:
 
 
 def _regular(root: str, path: str, prefetch: int, open_file: bool, local_only: bool
-             ) -> tuple[Variant, int] | Result:
+             ) -> Found | Result:
     """One regular file below root: its facts and, with open_file, a descriptor (else -1;
     also -1 with local_only for a file the main process must not hold); or a failure tuple.
 
@@ -109,19 +111,24 @@ def _regular(root: str, path: str, prefetch: int, open_file: bool, local_only: b
     return result
 
 
+def _found(result: Found | Result) -> TypeGuard[Found]:
+    """Whether `_regular` found a regular file (else result is a failure tuple)."""
+    return isinstance(result[0], tuple)
+
+
 def _variants(
     root: str, path: str, suffixes: tuple[str, ...], prefetch: int, open_file: bool,
     local_only: bool,
 ) -> tuple[Result, list[int]]:
     """The file at path and its precompressed siblings (path + suffix) that exist."""
     first = _regular(root, path, prefetch, open_file, local_only)
-    if not isinstance(first[0], tuple):
+    if not _found(first):
         return first, []
     variants: list[Variant] = [first[0]]
     fds = [first[1]]
     for suffix in suffixes:
         sibling = _regular(root, path + suffix, prefetch, open_file, local_only)
-        if isinstance(sibling[0], tuple):
+        if _found(sibling):
             variant, fd = sibling
             variants.append((suffix, *variant[1:]))
             fds.append(fd)
@@ -183,14 +190,18 @@ class KeptFiles:
     """Descriptors a helper keeps for files whose descriptors the main process must not hold
     (see nowait_capable), keyed by path and version, least recently used closed first.
 
-    Each use checks that the path still leads to the version the main process translated:
-    a replaced or rewritten file answers None, and the main process looks it up again.
+    Opening checks that the path still leads to the version the main process translated (a
+    replaced file answers None, and the main process looks it up again); a kept descriptor is
+    reused for that version, so a response in flight keeps reading the file it started with
+    after the path is replaced, as OpenFile does. A rewrite in place shows in the check made
+    after each use (`unchanged`).
     """
 
     def __init__(self, root: str, limit: int = KEPT_FILES) -> None:
         self.root = root
         self.limit = limit
-        self._fds: OrderedDict[tuple[str, Identity], int] = OrderedDict()
+        # Keyed by tuple(identity): a plain tuple, whatever sequence the identity arrived as.
+        self._fds: OrderedDict[tuple[str, tuple[int, ...]], int] = OrderedDict()
 
     def open(self, relpath: str, identity: Identity) -> int | None:
         key = (relpath, tuple(identity))
