@@ -113,11 +113,11 @@ class AdminConnection(asyncio.Protocol):
         self.site = site
         self.url = b""
         self.received = 0
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport  # set by connection_made, before any byte arrives
         self.timer: asyncio.TimerHandle | None = None
         self.parser = HttpRequestParser(self)
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         if len(AdminConnection.open) >= MAX_CONNECTIONS:
             transport.abort()

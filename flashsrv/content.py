@@ -25,6 +25,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from functools import partial
 from itertools import islice
 
@@ -89,9 +90,10 @@ class DataCache:
         self.used = 0
         self.hits = 0
         self.misses = 0
-        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        # bytes from the disk layer, bytearray from a read that could not block (read_nowait)
+        self._items: OrderedDict[tuple, bytes | bytearray] = OrderedDict()
 
-    def get(self, key: tuple) -> bytes | None:
+    def get(self, key: tuple) -> bytes | bytearray | None:
         data = self._items.get(key)
         if data is None:
             self.misses += 1
@@ -100,7 +102,7 @@ class DataCache:
         self._items.move_to_end(key)
         return data
 
-    def put(self, key: tuple, data: bytes) -> None:
+    def put(self, key: tuple, data: bytes | bytearray) -> None:
         if len(data) > self.max_bytes or key in self._items:
             return
         self._items[key] = data
@@ -202,7 +204,7 @@ class Content:
         """Revalidate a batch of entries with one stat-only job: unchanged ones are trusted
         again, changed ones leave the cache (their next request looks them up afresh)."""
         entries = [self._stale[key] for key in keys]
-        results: list[Lookup | None]
+        results: Sequence[Lookup | None]
         try:
             results = await self.disk.stat_many([e.relpath for e in entries], self.suffixes)
         except (DiskUnavailable, OSError) as exc:
@@ -280,7 +282,8 @@ class Content:
         """Give a compressible file without a .gz sibling a gzip variant, computed once per
         file version (by the disk layer: compression is CPU work the loop must not do)."""
         source = entry.variants["identity"].file
-        if ("gzip" in entry.variants or not COMPRESS_MIN <= source.size <= COMPRESS_MAX
+        if ("gzip" in entry.variants or not isinstance(source, OpenFile)
+                or not COMPRESS_MIN <= source.size <= COMPRESS_MAX
                 or not is_compressible(entry.content_type)):
             return
         data = await self.disk.gzip(source)
@@ -310,10 +313,11 @@ class Content:
 
     # -- file data ---------------------------------------------------------------------------
 
-    def cached_body(self, file: OpenFile) -> bytes | None:
+    def cached_body(self, file: OpenFile | GeneratedFile) -> bytes | bytearray | None:
         """The whole file from the data cache or a read that cannot block; None: ask the disk."""
         data = self.data.get(file.identity)
-        if data is None and file.fd >= 0 and file.size <= self.max_object:
+        if (data is None and isinstance(file, OpenFile) and file.fd >= 0
+                and file.size <= self.max_object):
             try:
                 data = self.read_nowait(file, 0, file.size)
             except FileChanged:

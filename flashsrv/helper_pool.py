@@ -78,7 +78,7 @@ class HelperPool(Disk):
         self._data_limit = count - max(1, count // 4) if count > 1 else 1
         self._data_busy = 0
         self._ids = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop  # set by start(), before any other use
         self._closing = False
         self._zombies: list[subprocess.Popen] = []
         self.restarts = 0
@@ -236,7 +236,8 @@ class HelperPool(Disk):
             if job is None:
                 close_fds(fds)
                 continue
-            job.timer.cancel()
+            if job.timer is not None:  # always: _dispatch set it before the reply could come
+                job.timer.cancel()
             if job.future.done():  # the request went away meanwhile
                 close_fds(fds)
             elif fds_lost:

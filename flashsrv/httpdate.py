@@ -54,7 +54,7 @@ class DateHeader:
     __slots__ = ("_second", "line")
 
     def __init__(self) -> None:
-        self._second = -1
+        self._second: int = -1
         self.line = b""
         self.refresh()
 

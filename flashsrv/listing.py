@@ -6,13 +6,14 @@ shown. No disk here: the entries come from the helpers' `listdir`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from html import escape
 from urllib.parse import quote
 
 from flashsrv.httpdate import format_http_date
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -20,7 +21,7 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def render_listing(url_path: str, entries: list[tuple[str, bool, int, int]]) -> bytes:
+def render_listing(url_path: str, entries: Iterable[tuple[str, bool, int, int]]) -> bytes:
     """HTML for a directory at url_path (decoded, ends with '/'); entries from diskops.listdir."""
     visible = [e for e in entries if not e[0].startswith(".")]
     visible.sort(key=lambda e: (not e[1], e[0].lower()))

@@ -27,12 +27,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from enum import Enum
+from typing import Final
 
 LIMIT = 1 << 20
 ACCESS, ERROR = "access", "error"
 # Client-driven INFO/WARNING lines of the connection log let through per second.
 CONNECTION_LINES_PER_SECOND = 20
-_REOPEN = object()
+
+
+class _Marker(Enum):
+    REOPEN = "reopen"  # queued in a sink: reopen its path at this point
+
+
+_REOPEN: Final = _Marker.REOPEN
 
 
 class LogLosses:
@@ -43,7 +51,7 @@ class LogLosses:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # Fixed keys: /metrics iterates the dict while writer threads update it.
-        self.dropped = dict.fromkeys((ACCESS, ERROR), 0)
+        self.dropped: dict[str, int] = dict.fromkeys((ACCESS, ERROR), 0)
         self.suppressed = 0
 
     def drop(self, log: str, lines: int) -> None:
@@ -74,7 +82,7 @@ class LogSink:
         self._summary = summary
         self._cond = threading.Condition(threading.Lock())
         # bytes to write, int: that many lines dropped here, _REOPEN: reopen path here.
-        self._items: list[bytes | int | object] = []
+        self._items: list[bytes | int | _Marker] = []
         self._waiting = 0
         self._closing = False
         self._unreported = 0  # dropped lines no summary line has reported yet (thread only)
@@ -168,8 +176,11 @@ class LogSink:
         return b""
 
     def _reopen(self) -> None:
+        path = self.path
+        if path is None:  # never: reopen() queues _REOPEN only in a sink that has a path
+            return
         try:
-            fd = open_log(self.path)
+            fd = open_log(path)
         except OSError as exc:
             logging.getLogger("flashsrv").error("cannot reopen %s, still writing to the old "
                                                 "file: %s", self.path, exc.strerror)

@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 
 from flashsrv import ranges
 from flashsrv.conditional import evaluate_preconditions, if_range_allows_partial
-from flashsrv.entries import DIRECTORY, FILE, FORBIDDEN, MISSING, Entry, OpenFile, Variant
+from flashsrv.entries import (
+    DIRECTORY,
+    FILE,
+    FORBIDDEN,
+    MISSING,
+    Entry,
+    GeneratedFile,
+    OpenFile,
+    Variant,
+)
 from flashsrv.httpdate import format_http_date
 from flashsrv.negotiation import choose_encoding
 from flashsrv.responses import HTML_TYPE, STATUS_HEADERS, build_head, error_page
@@ -56,8 +65,8 @@ class Plan:
     status: int
     head: bytes
     length: int = 0
-    body: bytes | None = None
-    file: OpenFile | None = None
+    body: bytes | bytearray | None = None
+    file: OpenFile | GeneratedFile | None = None
     spans: list[tuple[int, int]] = field(default_factory=list)
     part_heads: list[bytes] = field(default_factory=list)
     trailer: bytes = b""
@@ -77,7 +86,7 @@ def error_plan(status: int, detail: str = "", close: bool = False,
     return Plan(status, build_head(status, headers), len(body), body, keep=keep, close=close)
 
 
-def body_of(plan: Plan, data: bytes) -> bytes:
+def body_of(plan: Plan, data: bytes | bytearray) -> bytes | bytearray:
     """The body a plan promises, cut from the whole representation's bytes."""
     if plan.part_heads:
         pieces = []
@@ -206,7 +215,7 @@ class Responder:
             return None
         size = variant.file.size
         spans = ranges.parse_range(range_value, size)
-        if spans is ranges.UNSATISFIABLE:
+        if isinstance(spans, ranges.Unsatisfiable):  # the singleton UNSATISFIABLE
             return self.error(416, keep=[("Content-Range", ranges.unsatisfied_range(size))])
         if spans is None:
             return None

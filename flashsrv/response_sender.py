@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from flashsrv.content import Content
+from flashsrv.entries import OpenFile
 from flashsrv.responder import Plan
 
 STREAM_CHUNK = 256 * 1024
@@ -77,7 +78,7 @@ class ResponseSender:
 
     # -- bodies in memory --------------------------------------------------------------------
 
-    def send(self, head: bytes, body: bytes | None) -> None:
+    def send(self, head: bytes, body: bytes | bytearray | None) -> None:
         """A head (ending in its blank line) and a body held in memory: one write when small,
         else two, so that a large cached body is shared, not copied."""
         transport = self.transport
@@ -106,6 +107,7 @@ class ResponseSender:
         transport = self.transport
         content = self.content
         file = plan.file
+        assert isinstance(file, OpenFile)  # only files on disk stream; the rest is in memory
         spans = plan.spans
         while index < len(spans):
             start, end = spans[index]
@@ -148,6 +150,7 @@ class ResponseSender:
         """
         content = self.content
         file = plan.file
+        assert isinstance(file, OpenFile)  # only files on disk stream; the rest is in memory
         ahead: asyncio.Task | None = None  # the warm of the window after the current one
         ahead_at = warmed_at = None
         try:

@@ -57,7 +57,7 @@ def to_target(path: bytes, show_dotfiles: bool = False) -> Target:
         text = decoded.decode("utf-8")
     except UnicodeDecodeError:
         raise BadTarget(400, "path is not valid UTF-8") from None
-    segments = []
+    segments: list[str] = []
     for segment in text.split("/"):
         if segment in ("", "."):
             continue

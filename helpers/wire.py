@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import marshal
 import struct
+from typing import TypeAlias
 
 LENGTH = struct.Struct("!I")
 MAX_FRAME = 64 << 20
@@ -34,7 +35,13 @@ LISTING, FACTS, DATA = "listing", "facts", "data"
 CHANGED = ("changed",)
 
 
-def encode(message: tuple) -> bytes:
+# What a message is made of: the marshal-able values the jobs and their results use. A message
+# is a tuple of them, shaped by its operation or result kind; the receiver decodes it once.
+Value: TypeAlias = bool | int | float | str | bytes | tuple["Value", ...] | list["Value"] | None
+Message: TypeAlias = tuple[Value, ...]
+
+
+def encode(message: Message) -> bytes:
     payload = marshal.dumps(message)
     return LENGTH.pack(len(payload)) + payload
 
@@ -47,9 +54,9 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[tuple]:
+    def feed(self, data: bytes) -> list[Message]:
         self._buf += data
-        messages = []
+        messages: list[Message] = []
         buf = self._buf
         while len(buf) >= 4:
             (size,) = LENGTH.unpack_from(buf)
