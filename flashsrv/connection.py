@@ -316,8 +316,7 @@ class HttpConnection(RequestReader, asyncio.Protocol):
         if plan.file is None:
             close = self._send(request, plan, plan.body, carry_on=False)
         elif plan.file.size <= self.site.content.max_object or plan.file.generated:
-            content = self.site.content
-            data = content.cached_body(plan.file) or await content.body(plan.file)
+            data = await self.site.content.whole(plan.file)
             close = self._send(request, plan, body_of(plan, data), carry_on=False)
         else:
             close = self._write_head(request, plan)

@@ -326,6 +326,12 @@ class Content:
                 self.data.put(file.identity, data)
         return data
 
+    async def whole(self, file: OpenFile | GeneratedFile) -> bytes | bytearray:
+        """The whole file: from memory when it can be had without waiting (an empty file
+        too), else through the disk layer."""
+        data = self.cached_body(file)
+        return await self.body(file) if data is None else data
+
     async def body(self, file: OpenFile | GeneratedFile) -> bytes:
         if isinstance(file, GeneratedFile):
             data = await self.disk.gzip(file.source)

@@ -77,7 +77,7 @@ class SiteDocuments:
         if document.kind != FILE:
             return plan
         file = document.variants["identity"].file
-        body = self.content.cached_body(file) or await self.content.body(file)
+        body = await self.content.whole(file)
         headers = [("Content-Type", document.content_type), ("Content-Length", str(len(body))),
                    *plan.keep, *self.responder.rules.extra_headers]
         return Plan(plan.status, build_head(plan.status, headers), len(body), body,
