@@ -6,7 +6,7 @@ shown. No disk here: the entries come from the helpers' `listdir`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from html import escape
 from urllib.parse import quote
 
@@ -21,25 +21,29 @@ def _size(n: float) -> str:
     return str(n)
 
 
-def render_listing(url_path: str, entries: Iterable[tuple[str, bool, int, int]]) -> bytes:
-    """HTML for a directory at url_path (decoded, ends with '/'); entries from diskops.listdir."""
+def listing_rows(url_path: str, entries: Iterable[tuple[str, bool, int, int]]
+                 ) -> Iterator[str]:
+    """The table rows for a directory at url_path (decoded, ends with '/'), one at a time, so
+    that a caller can render a large directory in slices; entries from diskops.listdir."""
     visible = [e for e in entries if not e[0].startswith(".")]
     visible.sort(key=lambda e: (not e[1], e[0].lower()))
-    title = escape(f"Index of {url_path}")
-    rows = []
     if url_path != "/":
-        rows.append('<tr><td><a href="../">../</a></td><td></td><td></td></tr>')
+        yield '<tr><td><a href="../">../</a></td><td></td><td></td></tr>'
     for name, is_dir, size, mtime in visible:
         label = name + "/" if is_dir else name
         href = quote(name) + ("/" if is_dir else "")
         size_text = "-" if is_dir else _size(size)
-        rows.append(
-            f'<tr><td><a href="{escape(href)}">{escape(label)}</a></td>'
-            f"<td>{escape(size_text)}</td><td>{format_http_date(mtime)}</td></tr>"
-        )
+        yield (f'<tr><td><a href="{escape(href)}">{escape(label)}</a></td>'
+               f"<td>{escape(size_text)}</td><td>{format_http_date(mtime)}</td></tr>")
+
+
+def listing_page(url_path: str, rows: Iterable[str]) -> bytes:
+    """The whole page around the rows."""
+    title = escape(f"Index of {url_path}")
     return (
         f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>"
         f"<body><h1>{title}</h1><table><tr><th>Name</th><th>Size</th><th>Modified</th></tr>"
         + "".join(rows)
         + "</table></body></html>\n"
     ).encode()
+

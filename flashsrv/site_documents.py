@@ -8,6 +8,7 @@ fetched through the content layer (so it is cached and revalidated like any file
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 import zlib
 from urllib.parse import unquote
@@ -16,11 +17,13 @@ from flashsrv_helpers.wire import LISTING
 
 from flashsrv.content import Content
 from flashsrv.entries import DIRECTORY, FILE, FORBIDDEN, MISSING, Entry
-from flashsrv.listing import render_listing
+from flashsrv.listing import listing_page, listing_rows
 from flashsrv.negotiation import q_weight
 from flashsrv.responder import Plan, Request, Responder
 from flashsrv.responses import HTML_TYPE, build_head
 
+# Rows of a directory listing rendered per turn of the loop (a few milliseconds of work).
+LISTING_SLICE = 256
 # Paths with these extensions are assets: a missing one is a real 404, never the app shell.
 _PAGE_EXTENSIONS = frozenset({"", ".html", ".htm"})
 
@@ -87,7 +90,13 @@ class SiteDocuments:
         listing = await self.content.listdir(entry.relpath)
         if listing.kind != LISTING:
             return self.responder.error({MISSING: 404, FORBIDDEN: 403}.get(listing.kind, 500))
-        body = render_listing(unquote(request.path.decode("latin-1")), listing.entries)
+        url_path = unquote(request.path.decode("latin-1"))
+        rows: list[str] = []
+        for row in listing_rows(url_path, listing.entries):
+            rows.append(row)
+            if len(rows) % LISTING_SLICE == 0:
+                await asyncio.sleep(0)  # a large directory must not hold the loop: let others run
+        body = listing_page(url_path, rows)
         # A listing has no file behind it: its validator is a checksum of the page itself.
         etag = f'"l{zlib.crc32(body):08x}-{len(body):x}"'
         if etag in request.headers.get("if-none-match", ""):
