@@ -59,7 +59,7 @@ SMALL = "/small.txt"
 SMALL_BODY = b"a small page for the probe\n"
 ONE_MIB = "/one_mib.bin"
 FIFTY_MIB = "/fifty_mib.bin"
-CACHED = "/sixty_kb.bin"  # under the 64 KiB limit of the data cache: served from memory
+CACHED = "/sixty_kb.bin"  # under the 256 KiB limit of the data cache: served from memory
 CACHED_SIZE = 60_000
 
 # Memory bounds of the main process (helpers excluded): growth while many slow readers are
