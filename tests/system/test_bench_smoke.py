@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "loadtests" / "bench.py"
+BENCH = Path(__file__).resolve().parents[2] / "loadtests" / "bench.py"
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None,

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("TEST_PODMAN_DIR", "/var/tmp/flashsrv-podman"))
 BASE_IMAGE = "localhost/debian:bookworm"
 IMAGE = "localhost/flashsrv:test"

@@ -27,7 +27,7 @@ import yaml
 
 from flashsrv.config import ENV_PREFIX, OPTIONS, from_environment
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 COMPOSE = REPO / "compose.yaml"

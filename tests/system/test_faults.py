@@ -235,7 +235,7 @@ def test_document_root_removed_and_recreated(tmp_path: Path):
 
 # --- a disk that answers EIO, through a FUSE test filesystem (tests/eio_fs.py) ----------------
 
-EIO_FS = Path(__file__).with_name("eio_fs.py")
+EIO_FS = Path(__file__).resolve().parents[1] / "eio_fs.py"
 EIO_LATE_OK = 2 * MiB  # bytes of an eio-late-* file that read fine (eio_fs.LATE_OK)
 # What a mount that FUSE itself refuses says (no device, no permission in this container).
 _FUSE_REFUSED = ("fuse: device not found", "failed to open /dev/fuse", "Permission denied",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support import start_server
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
 
 # Looked up, not imported: importing locust monkey-patches sockets and threads (gevent) for the

@@ -55,7 +55,7 @@ from support import (
 
 pytestmark = pytest.mark.slow
 
-SLOW_FS = Path(__file__).with_name("slow_fs.py")
+SLOW_FS = Path(__file__).resolve().parents[1] / "slow_fs.py"
 # Seconds every operation of the slow filesystem takes. A request makes 10 to 30 of them (path
 # walks component by component, open, read, the precompressed siblings), so at slow_fs's default
 # of 0.3 s not one response of these workloads completed within a window, and the loop's part
