@@ -65,6 +65,9 @@ def metrics_text(site: Site) -> str:
         "disk_reads_total": ("counter", "Reads sent to the disk layer.", content.disk_reads),
         "revalidations_total": ("counter", "Cached entries checked again on the disk.",
                                 content.revalidations),
+        "watched_directories": ("gauge", "Directories whose changes inotify reports (their "
+                                "files need no revalidation).", len(content.watches)),
+        "change_events_total": ("counter", "inotify events read.", content.watches.events),
         "sendfile_bytes_total": ("counter", "Body bytes sent zero-copy from the page cache.",
                                  content.sendfile_bytes),
         "connections_reclaimed_total": ("counter", "Idle connections closed at the cap to "

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import islice
 
@@ -51,6 +51,7 @@ from flashsrv.entries import (
 )
 from flashsrv.mime import content_type, is_compressible
 from flashsrv.pagecache import MAX_QUERY, residency
+from flashsrv.watches import ChangeWatches
 
 log = logging.getLogger("flashsrv.content")
 
@@ -171,6 +172,37 @@ class Content:
         self.warm_bytes = 0
         self.nowait_reads = 0
         self.disk_reads = 0
+        self.watches = ChangeWatches(disk, self._changed)
+        self.on_change: list[Callable[[], None]] = []  # told when entries were dropped
+
+    def _changed(self, changes: list[tuple[str, str | None]] | None) -> None:
+        """The kernel reported changes in watched directories: drop every entry they can
+        affect (its next request looks it up afresh). None: events were lost, so no entry
+        is trusted on the strength of a watch any more."""
+        if changes is None:
+            for entry in self.paths.values():
+                entry.watched = False
+                entry.checked_at = 0.0
+        else:
+            exact: set[str] = set()
+            prefixes: set[str] = set()
+            for directory, name in changes:
+                if name is None:
+                    prefixes.add(f"{directory}/" if directory else "")
+                    continue
+                changed = f"{directory}/{name}" if directory else name
+                exact.add(changed)
+                prefixes.add(changed + "/")
+                exact.update(changed[: -len(x)] for x in self.suffixes if changed.endswith(x))
+            starts = tuple(prefixes)
+            for key, entry in list(self.paths.items()):
+                served = entry.served_path
+                if served in exact or served.startswith(starts):
+                    self.paths.discard(key)
+                    for variant in entry.variants.values():
+                        self.data.discard(variant.file.identity)
+        for listener in self.on_change:
+            listener()
 
     # -- pathname translation ----------------------------------------------------------------
 
@@ -178,8 +210,8 @@ class Content:
         """The cached entry for key if it was checked recently enough to answer from memory
         (starting a background lookup when it is getting old), else None."""
         entry = self.paths.get(key)
-        if entry is None:
-            return None
+        if entry is None or entry.watched:
+            return entry  # a watched entry is trusted until the kernel reports a change
         age = time.monotonic() - entry.checked_at
         if age < TRUST_FOR:
             return entry
@@ -204,6 +236,7 @@ class Content:
         """Revalidate a batch of entries with one stat-only job: unchanged ones are trusted
         again, changed ones leave the cache (their next request looks them up afresh)."""
         entries = [self._stale[key] for key in keys]
+        started = time.monotonic()
         results: Sequence[Lookup | None]
         try:
             results = await self.disk.stat_many([e.relpath for e in entries], self.suffixes)
@@ -221,6 +254,8 @@ class Content:
                 continue
             if entry.facts() == result.facts(entry.directory):
                 entry.checked_at = now
+                entry.watched = entry.watchable and self.watches.covers(entry.served_path,
+                                                                        started)
                 self.paths.touch(key)
             else:
                 self.paths.discard(key)
@@ -256,6 +291,7 @@ class Content:
         new.directory = directory
         if old is not None and old.facts() == new.facts():
             old.checked_at = new.checked_at
+            old.watched = new.watched
             self.paths.put(key, old)  # back in, if other paths pushed it out meanwhile
             return old
         if old is not None:
@@ -267,11 +303,14 @@ class Content:
         return new
 
     async def _lookup(self, relpath: str, prefetch: int) -> Entry:
+        started = time.monotonic()
         found, fds = await self.disk.lookup(relpath, self.suffixes, prefetch)
         if found.kind in (FILE, DIRECTORY):
             entry = Entry(found.kind, relpath)
             entry.variants = self._variants(entry.served_path, found.files, fds)
             entry.content_type = content_type(entry.served_path)
+            entry.watchable = all(f.passed and f.direct for f in found.files)
+            entry.watched = entry.watchable and self.watches.covers(entry.served_path, started)
             return entry
         close_fds(fds)
         if found.kind == ERROR:

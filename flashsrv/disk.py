@@ -34,6 +34,8 @@ from flashsrv_helpers.wire import (
     READ,
     STAT_MANY,
     WARM,
+    WATCH,
+    WATCHING,
 )
 
 # Precompressed siblings looked up beside every file: suffix -> content-coding.
@@ -71,6 +73,7 @@ class FileFacts:
     dev: int
     data: bytes | None  # the whole file, when it was small enough to read with the lookup
     passed: bool  # its descriptor came with the result
+    direct: bool = False  # reached with no symbolic link on the way (inotify can watch it)
 
     @property
     def identity(self) -> tuple[int, int, int, int]:
@@ -177,6 +180,13 @@ class Disk(ABC):
         if result[0] == LISTING:
             return Listing(LISTING, tuple(tuple(entry) for entry in result[1]))
         return Listing(result[0])
+
+    async def watch(self, relpath: str, inotify_fd: int) -> int:
+        """Add a watch for a directory to the main process's inotify instance; its watch
+        descriptor, or -1 when it cannot be watched (a link on the way, no watches left)."""
+        result, fds = await self._call(WATCH, (relpath,), inotify_fd)
+        close_fds(fds)
+        return result[1] if result[0] == WATCHING else -1
 
     async def _file_job(self, op: str, file: FileRef, offset: int, length: int):
         """A data job on one version of a file; its descriptor goes along when we hold one."""

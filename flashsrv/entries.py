@@ -78,7 +78,7 @@ class Entry:
     """The translation of one request path: what is there, and its open variants."""
 
     __slots__ = ("checked_at", "content_type", "directory", "kind", "relpath", "variants",
-                 "vary")
+                 "vary", "watchable", "watched")
 
     def __init__(self, kind: str, relpath: str, variants: dict[str, Variant] | None = None,
                  ctype: str = "") -> None:
@@ -89,6 +89,8 @@ class Entry:
         self.checked_at = time.monotonic()
         self.directory = False  # looked up for a path that ended in a slash
         self.vary: tuple[str, ...] = ()  # request fields beyond Accept-Encoding that chose it
+        self.watchable = False  # inotify can see its files change (local, no link on the way)
+        self.watched = False  # it can, and its directories were watched before it was looked up
 
     @property
     def served_path(self) -> str:

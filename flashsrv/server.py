@@ -228,6 +228,8 @@ async def serve_forever(config: Config, sock: socket.socket, root: str, fd_limit
     loop = asyncio.get_running_loop()
     site = build_site(config, root, fd_limit)
     site.content.disk.start()
+    site.content.watches.start()
+    site.content.on_change.append(site.prepared.clear)  # a changed file's kept response too
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -269,6 +271,7 @@ async def serve_forever(config: Config, sock: socket.socket, root: str, fd_limit
         ticker.cancel()
         lag_watch.cancel()
         try:
+            site.content.watches.close()
             await site.content.disk.close()
         finally:
             await _close_logs(site, error_log)

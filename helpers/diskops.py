@@ -7,7 +7,8 @@ The caller hands in a path already normalised by the main process (no `..` segme
 leading slash); these functions still refuse anything whose real path leaves the document root,
 because symbolic links are only visible here. Results are plain tuples (they cross a pipe):
 
-- ("file", variants)      variants: [(suffix, size, mtime_ns, ino, dev, data|None, passed), ...];
+- ("file", variants)      variants: [(suffix, size, mtime_ns, ino, dev, data|None, passed,
+                          direct), ...] (direct: reached with no symbolic link on the way);
                           the descriptors returned beside the result belong, in order, to the
                           variants whose `passed` is true
 - ("dir", variants)       the directory's index.html as file variants, or [] when there is none
@@ -23,7 +24,7 @@ import stat
 from collections import OrderedDict
 from typing import TypeGuard
 
-from flashsrv_helpers.wire import DIRECTORY, ERROR, FILE, FORBIDDEN, LISTING, MISSING
+from flashsrv_helpers.wire import DIRECTORY, ERROR, FILE, FORBIDDEN, LISTING, MISSING, WATCHING
 
 INDEX_NAME = "index.html"
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW
@@ -33,7 +34,7 @@ WARM_BUFFER = 1 << 20
 KEPT_FILES = 64
 
 Result = tuple
-Variant = tuple[str, int, int, int, int, bytes | None, bool]
+Variant = tuple[str, int, int, int, int, bytes | None, bool, bool]
 Identity = tuple[int, int, int, int]  # (dev, ino, size, mtime_ns): one version of one file
 Found = tuple[Variant, int]  # a regular file's facts and its descriptor (-1: none)
 
@@ -103,7 +104,8 @@ def _regular(root: str, path: str, prefetch: int, open_file: bool, local_only: b
             if fd >= 0 and local_only and not nowait_capable(fd, st.st_dev):
                 os.close(fd)
                 fd = -1
-            return ("", size, st.st_mtime_ns, st.st_ino, st.st_dev, data, fd >= 0), fd
+            return ("", size, st.st_mtime_ns, st.st_ino, st.st_dev, data, fd >= 0,
+                    open_file and real == path), fd
     except OSError as exc:
         result = _failure(exc)
     if fd >= 0:
@@ -266,3 +268,29 @@ def listdir(root: str, relpath: str) -> Result:
     except OSError as exc:
         return _failure(exc)
     return (LISTING, entries)
+
+
+# What a watched directory reports: any change to a name in it, or to the directory itself.
+IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
+IN_DELETE_SELF, IN_MOVE_SELF = 0x400, 0x800
+IN_ONLYDIR, IN_DONT_FOLLOW = 0x01000000, 0x02000000
+WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE
+              | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW)
+
+
+def add_watch(inotify_fd: int, root: str, relpath: str) -> Result:
+    """Watch a directory below root on the caller's inotify instance (the descriptor the main
+    process passed): ("watching", wd). Only a directory reached with no symbolic link on the
+    way: a change behind a link would not be reported where the main process looks."""
+    import ctypes
+
+    path = os.path.join(root, relpath) if relpath else root
+    if os.path.realpath(path) != path or not _inside(root, path):
+        return (FORBIDDEN,)
+    libc = ctypes.CDLL(None, use_errno=True)
+    wd = libc.inotify_add_watch(inotify_fd, os.fsencode(path), WATCH_MASK)
+    if wd < 0:
+        err = ctypes.get_errno()
+        return (ERROR, err, os.strerror(err))
+    return (WATCHING, wd)

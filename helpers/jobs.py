@@ -19,6 +19,7 @@ from flashsrv_helpers.wire import (
     READ,
     STAT_MANY,
     WARM,
+    WATCH,
 )
 
 
@@ -45,6 +46,8 @@ class Jobs:
                 return (FACTS, diskops.stat_many(self.root, *args)), []
             if op == LISTDIR:
                 return diskops.listdir(self.root, *args), []
+            if op == WATCH and fd is not None:
+                return diskops.add_watch(fd, self.root, *args), []
             return (ERROR, 0, f"unknown operation {op!r}"), []
         except OSError as exc:
             return (ERROR, exc.errno or 0, exc.strerror or str(exc)), []

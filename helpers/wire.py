@@ -24,13 +24,13 @@ MAX_FDS = 8
 # descriptor passed beside the frame when the main process holds one. All other jobs are about
 # paths (metadata), and the pool keeps helpers free for them so that streams never starve
 # lookups.
-LOOKUP, STAT_MANY, LISTDIR = "lookup", "stat_many", "listdir"
+LOOKUP, STAT_MANY, LISTDIR, WATCH = "lookup", "stat_many", "listdir", "watch"
 READ, WARM, GZIP = "read", "warm", "gzip"
 DATA_OPS = frozenset({READ, WARM, GZIP})
 
 # Result kinds: the first element of every result tuple.
 FILE, DIRECTORY, MISSING, FORBIDDEN, ERROR = "file", "dir", "missing", "forbidden", "error"
-LISTING, FACTS, DATA = "listing", "facts", "data"
+LISTING, FACTS, DATA, WATCHING = "listing", "facts", "data", "watching"
 # The reply to a data job whose file is no longer the version asked for.
 CHANGED = ("changed",)
 

@@ -216,7 +216,9 @@ ALLOWED: dict[str, tuple[str, Rule]] = {
     **_rows("io_uring_enter", "libuv (>= 1.45) batches its epoll_ctl calls through io_uring; "
                               "flashsrv uses none of libuv's file operations"),
     **_rows("accept accept4", "the listening socket is non-blocking"),
-    **_rows("read readv recvfrom", "non-blocking sockets, pipes and eventfds"),
+    **_rows("read readv recvfrom", "non-blocking sockets, pipes, eventfds and the inotify "
+                                   "descriptor (its events are in memory; helpers add the "
+                                   "watches, which take a path)"),
     **_rows("write writev", "non-blocking sockets, pipes and eventfds", _not_std_streams),
     **_rows("recvmsg sendmsg", "non-blocking socket pairs with the helpers (results, jobs, "
                                "passed descriptors)"),

@@ -55,7 +55,8 @@ def test_lookup_of_a_file_gives_its_facts_and_one_descriptor(tree: Path):
     kind, variants = found(tree, "a.txt")
     st = os.stat(tree / "a.txt")
     assert kind == FILE
-    assert variants == [("", 6, st.st_mtime_ns, st.st_ino, st.st_dev, None, True)]
+    # passed: its descriptor came along; direct: no symbolic link on the way (watchable)
+    assert variants == [("", 6, st.st_mtime_ns, st.st_ino, st.st_dev, None, True, True)]
 
 
 def test_small_file_comes_with_its_bytes_when_prefetch_allows(tree: Path):
@@ -120,7 +121,7 @@ def test_symlink_loop_and_special_files_are_forbidden(tree: Path):
 def test_stat_only_lookup_opens_nothing_and_reads_nothing(tree: Path):
     result, fds = lookup(str(tree), "a.txt", (), 1 << 20, open_file=False)
     assert fds == []
-    assert result[0] == FILE and result[1][0][5:] == (None, False)
+    assert result[0] == FILE and result[1][0][5:] == (None, False, False)
 
 
 def test_failures_map_to_missing_forbidden_or_an_error():
@@ -238,3 +239,9 @@ def test_kept_files_close_the_least_recently_used_past_the_limit(tree: Path):
     os.fstat(fds[0])
     with pytest.raises(OSError):
         os.fstat(fds[1])
+
+
+def test_a_file_reached_through_a_link_is_not_direct(tree: Path):
+    (tree / "via-link.txt").symlink_to(tree / "a.txt")
+    assert found(tree, "via-link.txt")[1][0][7] is False
+    assert found(tree, "a.txt")[1][0][7] is True
