@@ -250,7 +250,7 @@ class HttpConnection(RequestReader, asyncio.Protocol):
             elif file is None:
                 self._send(request, plan, plan.body)
                 return
-            elif file.size <= content.max_object or file.generated:
+            elif content.from_memory(file):
                 data = content.cached_body(file)
                 if data is not None:
                     if plan.part_heads or plan.length != len(data):
@@ -315,7 +315,7 @@ class HttpConnection(RequestReader, asyncio.Protocol):
         plan = await decide(self.site, request, entry, self.peer)
         if plan.file is None:
             close = self._send(request, plan, plan.body, carry_on=False)
-        elif plan.file.size <= self.site.content.max_object or plan.file.generated:
+        elif self.site.content.from_memory(plan.file):
             data = await self.site.content.whole(plan.file)
             close = self._send(request, plan, body_of(plan, data), carry_on=False)
         else:

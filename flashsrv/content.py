@@ -62,6 +62,8 @@ log = logging.getLogger("flashsrv.content")
 TRUST_FOR = 0.5
 STALE_AFTER = 1.0
 CHECK_BATCH = 512
+# Files up to this size may evict others from the data cache; larger cacheable ones may not.
+SMALL_OBJECT = 64 << 10
 # Bounds what one sendfile can cost if pages are evicted between the mincore and the send.
 SENDFILE_MAX = MAX_QUERY
 # Smaller bodies fit one packet anyway: compressing them saves nothing worth the CPU.
@@ -112,6 +114,12 @@ class DataCache:
             _, old = self._items.popitem(last=False)
             self.used -= len(old)
 
+    def holds(self, key: tuple) -> bool:
+        return key in self._items
+
+    def has_room(self, size: int) -> bool:
+        return self.used + size <= self.max_bytes
+
     def discard(self, key: tuple) -> None:
         data = self._items.pop(key, None)
         if data is not None:
@@ -161,6 +169,7 @@ class Content:
         self.paths = PathCache(max_entries)
         self.data = DataCache(cache_bytes)
         self.max_object = min(max_object, cache_bytes)
+        self.small_object = min(SMALL_OBJECT, self.max_object)
         self.suffixes = suffixes
         self._pending: dict[bytes, asyncio.Task] = {}
         self._stale: dict[bytes, Entry] = {}  # entries waiting for a background revalidation
@@ -351,6 +360,16 @@ class Content:
         return await self.disk.listdir(relpath)
 
     # -- file data ---------------------------------------------------------------------------
+
+    def from_memory(self, file: OpenFile | GeneratedFile) -> bool:
+        """Whether a response sends this file from memory (the data cache) rather than
+        streaming it. Small files always: they may evict others. Files up to max_object only
+        when already cached or when there is room: they never evict, so a working set larger
+        than the cache streams zero-copy from the page cache instead of churning the data
+        cache with copies."""
+        return (file.generated or file.size <= self.small_object
+                or (file.size <= self.max_object
+                    and (self.data.holds(file.identity) or self.data.has_room(file.size))))
 
     def cached_body(self, file: OpenFile | GeneratedFile) -> bytes | bytearray | None:
         """The whole file from the data cache or a read that cannot block; None: ask the disk."""

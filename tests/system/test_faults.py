@@ -28,6 +28,7 @@ from support import (
     ResponseReader,
     ServerProcess,
     SlowDownload,
+    admin_address,
     connect,
     fetch_to_eof,
     get,
@@ -35,6 +36,7 @@ from support import (
     pid_gone,
     request_bytes,
     resume,
+    scrape_metrics,
     start_server,
     wait_until,
 )
@@ -70,11 +72,17 @@ def test_stopped_helper_fails_its_request_quickly_and_is_replaced_every_time(roo
     rounds = 3
     for i in range(rounds + 1):
         (root / f"cold{i}.txt").write_bytes(b"cold %d\n" % i)
-    server = start_server(root, "--helpers", "1", "--helper-timeout", "1", "--access-log", "off")
+    server = start_server(root, "--helpers", "1", "--helper-timeout", "1", "--access-log", "off",
+                          "--admin-port", "0")
+    admin = admin_address(server)
     stopped: list[int] = []
     try:
         for i in range(rounds):
             (pid,) = helpers_of(server, 1, exclude=tuple(stopped))
+            # Stopped while idle, so that it is the cold request's job that it never answers
+            # (not a background one, such as adding a directory watch, with the request
+            # queued behind it and then answered by the replacement).
+            assert wait_until(lambda: scrape_metrics(admin)["flashsrv_helper_busy"] == 0, 3)
             os.kill(pid, signal.SIGSTOP)
             stopped.append(pid)
             start = time.monotonic()
