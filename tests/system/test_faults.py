@@ -31,6 +31,7 @@ from support import (
     admin_address,
     connect,
     fetch_to_eof,
+    fuse_mount,
     get,
     helpers_of,
     pid_gone,
@@ -245,44 +246,10 @@ def test_document_root_removed_and_recreated(tmp_path: Path):
 
 EIO_FS = Path(__file__).resolve().parents[1] / "eio_fs.py"
 EIO_LATE_OK = 2 * MiB  # bytes of an eio-late-* file that read fine (eio_fs.LATE_OK)
-# What a mount that FUSE itself refuses says (no device, no permission in this container).
-_FUSE_REFUSED = ("fuse: device not found", "failed to open /dev/fuse", "Permission denied",
-                 "Operation not permitted", "fusermount: ")
-
-
-def _mounted(path: Path) -> bool:
-    """Whether path is a mount point, from /proc/self/mountinfo: no stat(2) that a stuck FUSE
-    daemon could hang."""
-    with open("/proc/self/mountinfo") as f:
-        points = {line.split()[4].replace("\\040", " ") for line in f}
-    return str(path) in points
-
-
-def _unmount(mountpoint: Path, fs: subprocess.Popen) -> None:
-    """Unmount (plainly, then lazily if the mount is still busy) and reap the FUSE daemon;
-    every step bounded, so a broken filesystem cannot hang the suite."""
-    for cmd in (["fusermount", "-u"], ["umount"], ["umount", "-l"]):
-        if not _mounted(mountpoint):
-            break
-        if shutil.which(cmd[0]) is None:
-            continue
-        try:
-            subprocess.run([*cmd, str(mountpoint)], capture_output=True, timeout=10)
-        except subprocess.TimeoutExpired:
-            continue
-    try:
-        fs.wait(5)
-    except subprocess.TimeoutExpired:
-        fs.kill()
-        fs.wait(5)
-
-
 @pytest.fixture
 def eio_mount(tmp_path: Path):
     """(backing, mountpoint): tests/eio_fs.py mirroring backing, whose eio-* files fail with
     EIO; skips only when FUSE cannot mount here at all."""
-    if not os.path.exists("/dev/fuse"):
-        pytest.skip("no /dev/fuse: cannot mount the EIO test filesystem")
     backing = tmp_path / "backing"
     backing.mkdir()
     (backing / "index.html").write_text("<h1>home</h1>\n")
@@ -291,24 +258,8 @@ def eio_mount(tmp_path: Path):
     (backing / "ok-big.bin").write_bytes(pattern(3 * MiB, b"okbig"))
     (backing / "eio-late-big.bin").write_bytes(pattern(6 * MiB, b"late"))
     mountpoint = tmp_path / "mnt"
-    mountpoint.mkdir()
-    log = tmp_path / "eio_fs.log"
-    with open(log, "wb") as out:
-        fs = subprocess.Popen([sys.executable, str(EIO_FS), str(backing), str(mountpoint)],
-                              stdout=out, stderr=subprocess.STDOUT)
-    try:
-        up = wait_until(lambda: _mounted(mountpoint) or fs.poll() is not None, timeout=10,
-                        interval=0.05)
-        if not up or not _mounted(mountpoint):
-            _unmount(mountpoint, fs)
-            why = log.read_text(errors="replace").strip()
-            if fs.returncode == 77 or any(s in why for s in _FUSE_REFUSED):
-                pytest.skip(f"FUSE cannot mount here: {why or 'no reason given'}")
-            pytest.fail(f"eio_fs did not mount (exit {fs.returncode}): {why}")
+    with fuse_mount(EIO_FS, backing, mountpoint, log=tmp_path / "eio_fs.log"):
         yield backing, mountpoint
-    finally:
-        _unmount(mountpoint, fs)
-    assert not _mounted(mountpoint), f"{mountpoint} is still mounted after the test"
 
 
 def _log_line_about(server: ServerProcess, name: str) -> str | None:
