@@ -18,7 +18,7 @@ from typing import Any
 ENV_PREFIX = "FLASHSRV_"
 MODELS = ("amped", "sped", "threads")
 LOG_FORMATS = ("clf", "json")
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:([kmgt])i?)?b?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -35,7 +35,7 @@ def parse_size(text: str | int) -> int:
     m = _SIZE_RE.match(str(text))
     if not m:
         raise ValueError(f"{text!r} is not a size (examples: 65536, 512K, 64M, 1G)")
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()]
 
 
 def _whole_number(text: Any, low: int, high: int | None = None) -> int:

@@ -18,7 +18,8 @@ def test_parse_size_accepts_binary_units(text, size: int):
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "M", "1.5G", "-1", "64X", "1 G B", "ten", -1, "1e6"])
+@pytest.mark.parametrize("text", ["", "M", "1.5G", "-1", "64X", "1 G B", "ten", -1, "1e6",
+                                  "5i", "5ib"])
 def test_parse_size_refuses_non_sizes(text):
     with pytest.raises(ValueError):
         parse_size(text)
