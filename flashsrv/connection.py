@@ -268,8 +268,7 @@ class HttpConnection(RequestReader, asyncio.Protocol):
         """Keep the whole 200 response for the next plain keep-alive GET of this target."""
         if (request.method == b"GET" and request.keep_alive and request.version == "1.1"
                 and not request.conditional and not plan.close):
-            target = request.path + b"?" + request.query if request.query else request.path
-            self.site.prepared.keep(target, b"".join(
+            self.site.prepared.keep(request.target, b"".join(
                 (plan.head, self.site.date.line, _END, data)), len(data))
 
     def _start(self, request: Request, work: Coroutine[Any, Any, None]) -> None:
@@ -360,8 +359,7 @@ class HttpConnection(RequestReader, asyncio.Protocol):
         return self.site.date.line + end
 
     def _log(self, request: Request, plan: Plan, sent_body: bool) -> None:
-        target = request.path + b"?" + request.query if request.query else request.path
-        self.site.log_request(self.log_prefix, request.method, target, request.version,
+        self.site.log_request(self.log_prefix, request.method, request.target, request.version,
                               plan.status, plan.length if sent_body else 0)
 
     def _write_head(self, request: Request, plan: Plan) -> bool:
@@ -455,5 +453,5 @@ class HttpConnection(RequestReader, asyncio.Protocol):
 
     def drain_idle(self) -> None:
         """Shutting down: close now if no response is being written."""
-        if self.phase in (NEW, IDLE, HEAD) and not self.queue and not self.sender.paused:
+        if self.reclaimable and not self.sender.paused:
             self.close_idle()

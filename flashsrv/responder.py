@@ -48,6 +48,11 @@ class Request:
         self.conditional = conditional  # a precondition or Range header is present
 
     @property
+    def target(self) -> bytes:
+        """The request-target as sent, path and query (for the access log and the fast lane)."""
+        return self.path + b"?" + self.query if self.query else self.path
+
+    @property
     def target_text(self) -> str:
         """The request path for log lines: quoted, with any odd character escaped."""
         return repr(self.path.decode("latin-1"))

@@ -23,13 +23,13 @@ import struct
 from collections.abc import Callable
 from time import monotonic
 
+from flashsrv_helpers.wire import IN_DELETE_SELF, IN_IGNORED, IN_MOVE_SELF, IN_Q_OVERFLOW
+
 from flashsrv.disk import Disk
 
 log = logging.getLogger("flashsrv.content")
 
-IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
-IN_IGNORED, IN_Q_OVERFLOW = 0x8000, 0x4000
-IN_DELETE_SELF, IN_MOVE_SELF = 0x400, 0x800
+IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000  # inotify_init1 flags
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
 READ_BYTES = 64 * 1024
 

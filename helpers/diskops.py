@@ -17,14 +17,25 @@ because symbolic links are only visible here. Results are plain tuples (they cro
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import gzip
 import os
 import stat
 from collections import OrderedDict
 from typing import TypeGuard
 
-from flashsrv_helpers.wire import DIRECTORY, ERROR, FILE, FORBIDDEN, LISTING, MISSING, WATCHING
+from flashsrv_helpers.wire import (
+    DIRECTORY,
+    ERROR,
+    FILE,
+    FORBIDDEN,
+    LISTING,
+    MISSING,
+    WATCH_MASK,
+    WATCHING,
+)
 
 INDEX_NAME = "index.html"
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW
@@ -270,26 +281,19 @@ def listdir(root: str, relpath: str) -> Result:
     return (LISTING, entries)
 
 
-# What a watched directory reports: any change to a name in it, or to the directory itself.
-IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
-IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
-IN_DELETE_SELF, IN_MOVE_SELF = 0x400, 0x800
-IN_ONLYDIR, IN_DONT_FOLLOW = 0x01000000, 0x02000000
-WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE
-              | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW)
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def add_watch(inotify_fd: int, root: str, relpath: str) -> Result:
     """Watch a directory below root on the caller's inotify instance (the descriptor the main
     process passed): ("watching", wd). Only a directory reached with no symbolic link on the
     way: a change behind a link would not be reported where the main process looks."""
-    import ctypes
-
     path = os.path.join(root, relpath) if relpath else root
     if os.path.realpath(path) != path or not _inside(root, path):
         return (FORBIDDEN,)
-    libc = ctypes.CDLL(None, use_errno=True)
-    wd = libc.inotify_add_watch(inotify_fd, os.fsencode(path), WATCH_MASK)
+    wd = _libc().inotify_add_watch(inotify_fd, os.fsencode(path), WATCH_MASK)
     if wd < 0:
         err = ctypes.get_errno()
         return (ERROR, err, os.strerror(err))
