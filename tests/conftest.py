@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import ServerProcess, start_server
@@ -26,7 +27,21 @@ def docroot(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(docroot: Path) -> Iterator[ServerProcess]:
-    srv = start_server(docroot, "--access-log", "-")
-    yield srv
-    srv.stop()
+def serve() -> Iterator[Callable[..., ServerProcess]]:
+    """A factory with the arguments of `start_server`: every server it starts is stopped when
+    the test ends, whatever the test did (a failed assertion cannot leak a server process)."""
+    started: list[ServerProcess] = []
+
+    def start(root: Path | str | None, *args: str, **kwargs: Any) -> ServerProcess:
+        srv = start_server(root, *args, **kwargs)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def server(docroot: Path, serve: Callable[..., ServerProcess]) -> ServerProcess:
+    return serve(docroot, "--access-log", "-")
