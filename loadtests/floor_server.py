@@ -9,9 +9,10 @@ Content-Length, a Content-Type, a body of --body-bytes; keep-alive unless the cl
 this server spends per request is the event loop, the parser and the kernel, a cost no Python
 server on this machine can go below.
 
-That is why `loadtests/bench.py` runs it next to flashsrv in the same run: flashsrv's CPU per
-request is judged against this floor (what Python itself costs here), not only against nginx,
-whose lead over any Python server moves with the CPU the benchmark happens to run on.
+That is why the benchmark (`python -m loadtests.bench`) runs it next to flashsrv in the same
+run: flashsrv's CPU per request is judged against this floor (what Python itself costs here),
+not only against nginx, whose lead over any Python server moves with the CPU the benchmark
+happens to run on.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The benchmark harness works end to end: tiny run, flashsrv, nginx and the Python floor, a
 table with ratios and CPU per request.
 
-No speed is asserted (speed is for loadtests/bench.py to report, not for a test to judge);
+No speed is asserted (speed is for `python -m loadtests.bench` to report, not for a test to judge);
 only that the harness starts the servers, drives them with wrk, stops them cleanly and writes
 the table.
 """
@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "loadtests" / "bench.py"
+# The benchmark is the package loadtests/bench, run as `python -m loadtests.bench` from here.
+REPO = Path(__file__).resolve().parents[2]
+BENCH = [sys.executable, "-m", "loadtests.bench"]
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None,
@@ -27,9 +29,9 @@ BENCH = Path(__file__).resolve().parents[2] / "loadtests" / "bench.py"
 def test_bench_quick_produces_a_table_with_ratios(tmp_path: Path) -> None:
     out = tmp_path / "results"
     run = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--servers", "nginx,floor,amped",
+        [*BENCH, "--quick", "--servers", "nginx,floor,amped",
          "--workloads", "small,1mib", "--duration", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, cwd=REPO,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     text = (out / "results.md").read_text()
@@ -78,9 +80,9 @@ def test_bench_quick_large_file_row(tmp_path: Path) -> None:
     root or a cgroup io controller the bench says why it skipped the row instead."""
     out = tmp_path / "results"
     run = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--servers", "amped", "--workloads",
+        [*BENCH, "--quick", "--servers", "amped", "--workloads",
          "coldlarge", "--duration", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, cwd=REPO,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     text = (out / "results.md").read_text()

@@ -1,0 +1,338 @@
+"""The servers compared, and how each one is configured, started, measured and stopped.
+
+flashsrv (amped, sped, threads; once with its access log on), nginx (the reference), the Python
+floor (loadtests/floor_server.py), granian's static files and uvicorn + starlette. Every server
+runs in a session of its own, pinned to the server core, inside the slow-disk cgroup when there
+is one; its CPU time is read from /proc for its whole process group."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import astuple, dataclass
+from pathlib import Path
+
+from .dataset import Dataset
+from .machine import REPO, first_line
+from .slow_disk import Throttle
+from .workloads import ALL_WORKLOADS, CACHED
+
+FLOOR_SERVER = REPO / "loadtests" / "floor_server.py"
+
+
+@dataclass
+class ServerSpec:
+    key: str          # name on the command line (--servers)
+    label: str        # name in the table
+    kind: str         # flashsrv | nginx | floor | granian | uvicorn
+    workloads: list[str]
+    model: str | None = None
+    access_log: bool = False
+    prefix: str = ""  # URL prefix under which the data set is served
+    only_why: str = ""  # why it runs only `workloads`: a note when others are asked for
+
+
+FULL = ALL_WORKLOADS
+FLOOR = "floor (bare uvloop+httptools)"
+SERVERS = [
+    ServerSpec("nginx", "nginx", "nginx", FULL),
+    ServerSpec("floor", FLOOR, "floor", ["small"],
+               only_why="a constant 2 KB response, no files: loadtests/floor_server.py"),
+    # Measured before any disk-bound run, whose evictions and writeback would tax its log file.
+    ServerSpec("amped+log", "flashsrv amped, access log on", "flashsrv", ["small"],
+               model="amped", access_log=True),
+    ServerSpec("amped", "flashsrv amped", "flashsrv", FULL, model="amped"),
+    ServerSpec("sped", "flashsrv sped", "flashsrv", FULL, model="sped"),
+    ServerSpec("threads", "flashsrv threads", "flashsrv", FULL, model="threads"),
+    ServerSpec("granian", "granian static", "granian", list(CACHED), prefix="/static"),
+    ServerSpec("uvicorn", "uvicorn+starlette", "uvicorn", list(CACHED)),
+]
+
+NGINX_CONF = """\
+{user}worker_processes 1;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    types {{ text/html html; text/css css; image/jpeg jpg; video/mp4 mp4; }}
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    open_file_cache max=10000 inactive=120s;
+    open_file_cache_valid 120s;
+    open_file_cache_min_uses 1;
+    keepalive_requests 100000000;
+    keepalive_timeout 120s;
+{temp_paths}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+    }}
+}}
+"""
+
+GRANIAN_APP = '''\
+"""Everything is a static file: the app only answers what the mount does not."""
+
+
+async def app(scope, proto):
+    proto.response_empty(404, [])
+'''
+
+STARLETTE_APP = '''\
+import os
+
+from starlette.staticfiles import StaticFiles
+
+app = StaticFiles(directory=os.environ["BENCH_ROOT"])
+'''
+
+
+@dataclass
+class Tools:
+    peers_bin: list[Path]
+    flashsrv_help: str | None  # `flashsrv serve --help`, or None when flashsrv is not usable
+    cpus: tuple[int, int] | None  # (server core, load-generator core)
+
+    def find(self, name: str) -> Path | None:
+        for d in self.peers_bin:
+            if (d / name).exists():
+                return d / name
+        found = shutil.which(name)
+        return Path(found) if found else None
+
+
+def discover_tools(peers_venv: Path | None) -> Tools:
+    bins = [Path(peers_venv) / "bin"] if peers_venv else []
+    bins.append(Path(sys.executable).parent)
+    r = subprocess.run([sys.executable, "-m", "flashsrv", "serve", "--help"],
+                       capture_output=True, text=True, cwd=REPO)
+    help_text = r.stdout if r.returncode == 0 else None
+    cpus = sorted(os.sched_getaffinity(0))
+    pair = (cpus[0], cpus[1]) if len(cpus) >= 2 and shutil.which("taskset") else None
+    return Tools(bins, help_text, pair)
+
+
+def unavailable(spec: ServerSpec, tools: Tools) -> str | None:
+    """Why this server cannot run here, or None."""
+    if spec.kind == "flashsrv":
+        if tools.flashsrv_help is None:
+            return "flashsrv is not installed (pip install -e .)"
+        if "--model" not in tools.flashsrv_help and spec.model != "amped":
+            return "this flashsrv has no --model option yet"
+    if spec.kind == "nginx" and not shutil.which("nginx"):
+        return "nginx not found (apt-get install nginx-light)"
+    if spec.kind == "floor":
+        import importlib.util
+        missing = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"{' and '.join(missing)} not installed (pip install -e .)"
+    if spec.kind == "granian" and not tools.find("granian"):
+        return "granian not found (pip install granian, or --peers-venv DIR)"
+    if spec.kind == "uvicorn":
+        uv = tools.find("uvicorn")
+        if uv is None:
+            return "uvicorn not found (pip install uvicorn starlette, or --peers-venv DIR)"
+        ok = subprocess.run([str(uv.parent / "python"), "-c", "import starlette"],
+                            capture_output=True).returncode == 0
+        if not ok:
+            return f"starlette is not installed next to {uv}"
+    return None
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """utime and stime, in seconds, of a server's main process and of all its processes."""
+
+    main_user: float = 0.0
+    main_sys: float = 0.0
+    user: float = 0.0
+    sys: float = 0.0
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    @property
+    def total(self) -> float:
+        return self.user + self.sys
+
+
+@dataclass
+class Running:
+    spec: ServerSpec
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.spec.prefix}"
+
+    def cpu_times(self) -> CpuTimes:
+        """User and system CPU of the main process and of its whole process group (workers,
+        helpers; the server is started in a session of its own), from /proc/PID/stat."""
+        tick = os.sysconf("SC_CLK_TCK")
+        main = (0, 0)
+        user = system = 0
+        for pid, stat in group_stats(self.proc.pid):
+            if pid == self.proc.pid:
+                main = (int(stat[11]), int(stat[12]))
+            # + cutime, cstime: a helper that exited (and was reaped) during the run counts too
+            user += int(stat[11]) + int(stat[13])
+            system += int(stat[12]) + int(stat[14])
+        return CpuTimes(main[0] / tick, main[1] / tick, user / tick, system / tick)
+
+    def log_tail(self, n: int = 2000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-n:]
+        return ""
+
+
+def server_command(spec: ServerSpec, tools: Tools, ds: Dataset, work: Path, port: int,
+                   args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    if spec.kind == "flashsrv":
+        cmd = [sys.executable, "-m", "flashsrv", "serve", str(ds.root), "--host", "127.0.0.1",
+               "--port", str(port), "--cache-bytes", args.cache_bytes]
+        if "--model" in (tools.flashsrv_help or ""):
+            cmd += ["--model", spec.model or "amped"]
+        if args.helpers:
+            cmd += ["--helpers", str(args.helpers)]
+        cmd += ["--access-log", str(work / f"access-{spec.key}.log") if spec.access_log
+                else "off"]
+        return cmd, env
+    if spec.kind == "nginx":
+        conf = work / f"nginx-{port}"
+        conf.mkdir()
+        (conf / "nginx.conf").write_text(nginx_conf(conf, ds.root, port))
+        return ["nginx", "-p", str(conf), "-c", "nginx.conf", "-g", "daemon off;"], env
+    if spec.kind == "floor":  # the same body size as the cached small file
+        size = (ds.root / CACHED["small"].lstrip("/")).stat().st_size
+        return [sys.executable, str(FLOOR_SERVER),
+                "--port", str(port), "--body-bytes", str(size)], env
+    if spec.kind == "granian":
+        (work / "bench_granian_app.py").write_text(GRANIAN_APP)
+        return [str(tools.find("granian")), "--interface", "rsgi", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", "1", "--runtime-threads", "1", "--no-ws",
+                "--log-level", "warning", "--static-path-route", "/static",
+                "--static-path-mount", str(ds.root), "--working-dir", str(work),
+                "bench_granian_app:app"], env
+    uv = tools.find("uvicorn")
+    assert uv is not None
+    (work / "bench_starlette_app.py").write_text(STARLETTE_APP)
+    env["BENCH_ROOT"] = str(ds.root)
+    return [str(uv.parent / "python"), "-m", "uvicorn", "--host", "127.0.0.1",
+            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            "--log-level", "warning", "--app-dir", str(work),
+            "bench_starlette_app:app"], env
+
+
+def nginx_conf(prefix: Path, root: Path, port: int) -> str:
+    # Temp paths of the compiled-in modules, so that nginx never needs /var/lib/nginx.
+    configure = first_line(["sh", "-c", "nginx -V 2>&1 | grep configure"])
+    temp = ["    client_body_temp_path {d}/body;"]
+    for mod in ("proxy", "fastcgi", "uwsgi", "scgi"):
+        if f"--without-http_{mod}_module" not in configure:
+            temp.append(f"    {mod}_temp_path {{d}}/{mod};")
+    user = ""
+    if os.geteuid() == 0:  # as root, workers would switch to "nobody" and lose the files
+        import pwd
+        user = f"user {pwd.getpwuid(0).pw_name};\n"
+    return NGINX_CONF.format(user=user, dir=prefix, port=port, root=root,
+                             temp_paths="\n".join(temp).format(d=prefix))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(spec: ServerSpec, tools: Tools, ds: Dataset, work: Path,
+                 args: argparse.Namespace, throttle: Throttle | None) -> Running:
+    port = free_port()
+    cmd, env = server_command(spec, tools, ds, work, port, args)
+    if tools.cpus:
+        cmd = ["taskset", "-c", str(tools.cpus[0]), *cmd]
+    if throttle is not None:
+        # The wrapper shell joins the cgroup and then execs the server: the server and every
+        # helper it starts are in the cgroup from their first instruction on.
+        cmd = ["sh", "-c", f'echo $$ > {shlex.quote(str(throttle.procs))} && exec "$@"',
+               "sh", *cmd]
+    log_path = work / f"server-{spec.key}.log"
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=work,
+                                start_new_session=True)
+    running = Running(spec, proc, port, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{spec.label} exited with {proc.returncode}:\n"
+                               f"{running.log_tail()}")
+        with contextlib.suppress(OSError):
+            if http_get(port, spec.prefix + CACHED["small"], timeout=2)[0] == 200:
+                return running
+        time.sleep(0.1)
+    stop_server(running)
+    raise RuntimeError(f"{spec.label} did not answer within 30 s:\n{running.log_tail()}")
+
+
+def stop_server(running: Running, grace: float = 15.0) -> list[str]:
+    """SIGTERM (nginx: SIGQUIT), then SIGKILL; returns problems seen while stopping."""
+    problems: list[str] = []
+    proc = running.proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGQUIT if running.spec.kind == "nginx" else signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            problems.append(f"did not exit within {grace:.0f} s of SIGTERM: killed")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    if proc.returncode not in (0, -signal.SIGTERM) and not problems:
+        problems.append(f"exit status {proc.returncode} after SIGTERM")
+    time.sleep(0.3)
+    left = [p for p in pids_in_group(proc.pid) if p != proc.pid]
+    if left:
+        problems.append(f"processes left after it exited: {left}: killed")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return problems
+
+
+def group_stats(pgid: int) -> Iterator[tuple[int, list[str]]]:
+    """(pid, fields of /proc/PID/stat after the command name) of every process in `pgid`:
+    fields[0] is the state, [2] the process group, [11:15] utime, stime, cutime, cstime."""
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:
+                    yield int(d.name), fields
+
+
+def pids_in_group(pgid: int) -> list[int]:
+    return [pid for pid, fields in group_stats(pgid) if fields[0] != "Z"]
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                  .encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+    return status, data
