@@ -15,13 +15,19 @@ is load, not a faithful human pace.
 from __future__ import annotations
 
 import importlib.util
-import os
 import random
-import re
 from pathlib import Path
 from types import ModuleType
-from urllib.parse import urljoin
 
+from browser import (
+    THINK_SCALE,
+    body_problem,
+    header,
+    not_modified_problem,
+    page_problem,
+    page_refs,
+    range_problem,
+)
 from locust import between, task
 from locust.contrib.fasthttp import FastHttpUser
 
@@ -39,59 +45,40 @@ def _load_site_module() -> ModuleType:
 
 SITE = _load_site_module()
 VIDEO: bytes = SITE.video_bytes()
-THINK = float(os.environ.get("LOCUST_THINK_SCALE", "1"))
-
-# What a browser fetches after the HTML: stylesheets, icons, preloads, scripts and images
-# (not <a> links, and not the <video preload="none">).
-_ASSET_RE = re.compile(r"<(?:link|script|img)\b[^>]*?\b(?:href|src)=\"([^\"]+)\"")
-_CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 def assets_of(page: str, html: str) -> list[str]:
-    """Absolute paths of the subresources a browser would load for `page`, in document order."""
-    seen: dict[str, None] = {}
-    for ref in _ASSET_RE.findall(html):
-        seen.setdefault(urljoin(page, ref), None)
-    return list(seen)
-
-
-def _header(resp, name: str) -> str | None:
-    """A response header, whatever the client library's header container looks like."""
-    value = resp.headers.get(name)
-    return value if value is not None else resp.headers.get(name.lower())
+    """Absolute paths of the subresources a browser would load for `page`, in document order
+    (stylesheets, icons, preloads, scripts, images; not links, not the <video preload="none">).
+    The demo site offers no alternatives (srcset), so each group has one URL."""
+    return [group[0] for group in page_refs(page, html).assets]
 
 
 class Visitor(FastHttpUser):
     """A first-time visitor: a page, then every asset it references."""
 
     weight = 6
-    wait_time = between(0.2 * THINK, 1.0 * THINK)
+    wait_time = between(0.2 * THINK_SCALE, 1.0 * THINK_SCALE)
 
     @task
     def view_page(self) -> None:
         page = random.choice(SITE.PAGES)
         with self.client.get(page, name="page", catch_response=True) as resp:
-            if resp.status_code != 200:
-                resp.failure(f"{page}: status {resp.status_code}")
-                return
-            ctype = _header(resp, "Content-Type") or ""
-            if not ctype.startswith("text/html"):
-                resp.failure(f"{page}: Content-Type {ctype!r}")
+            if problem := page_problem(resp):
+                resp.failure(f"{page}: {problem}")
                 return
             html = resp.content.decode("utf-8", "replace")
         for asset in assets_of(page, html):
             with self.client.get(asset, name="asset", catch_response=True) as resp:
-                if resp.status_code != 200:
-                    resp.failure(f"{asset}: status {resp.status_code}")
-                elif len(resp.content) != int(_header(resp, "Content-Length") or -1):
-                    resp.failure(f"{asset}: body length differs from Content-Length")
+                if problem := body_problem(resp):
+                    resp.failure(f"{asset}: {problem}")
 
 
 class ReturningVisitor(FastHttpUser):
     """A visitor with a warm browser cache: every request is conditional and must be a 304."""
 
     weight = 4
-    wait_time = between(0.2 * THINK, 1.0 * THINK)
+    wait_time = between(0.2 * THINK_SCALE, 1.0 * THINK_SCALE)
 
     def on_start(self) -> None:
         # The first visit fills this user's "browser cache" with validators.
@@ -104,7 +91,7 @@ class ReturningVisitor(FastHttpUser):
 
     def _remember(self, path: str) -> str:
         with self.client.get(path, name="first visit", catch_response=True) as resp:
-            etag, last_modified = _header(resp, "ETag"), _header(resp, "Last-Modified")
+            etag, last_modified = header(resp, "ETag"), header(resp, "Last-Modified")
             self.validators[path] = (etag, last_modified)
             if resp.status_code != 200:
                 resp.failure(f"{path}: status {resp.status_code}")
@@ -114,10 +101,8 @@ class ReturningVisitor(FastHttpUser):
 
     def _revalidate(self, path: str, headers: dict[str, str], name: str) -> None:
         with self.client.get(path, headers=headers, name=name, catch_response=True) as resp:
-            if resp.status_code != 304:
-                resp.failure(f"{path} with {headers}: expected 304, got {resp.status_code}")
-            elif resp.content:
-                resp.failure(f"{path}: a 304 must not have a body")
+            if problem := not_modified_problem(resp):
+                resp.failure(f"{path} with {headers}: {problem}")
             else:
                 resp.success()
 
@@ -138,30 +123,24 @@ class VideoViewer(FastHttpUser):
     """A video player: it seeks, resumes and reads the tail (index) of a large file."""
 
     weight = 2
-    wait_time = between(0.1 * THINK, 0.5 * THINK)
+    wait_time = between(0.1 * THINK_SCALE, 0.5 * THINK_SCALE)
 
     def on_start(self) -> None:
         with self.client.head(SITE.VIDEO_PATH, name="video HEAD", catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HEAD video: status {resp.status_code}")
-            elif int(_header(resp, "Content-Length") or -1) != len(VIDEO):
-                resp.failure(f"HEAD video: Content-Length {_header(resp, 'Content-Length')}")
+            elif int(header(resp, "Content-Length") or -1) != len(VIDEO):
+                resp.failure(f"HEAD video: Content-Length {header(resp, 'Content-Length')}")
 
     def _range(self, spec: str, first: int, last: int, name: str) -> None:
         size = len(VIDEO)
         headers = {"Range": f"bytes={spec}"}
         with self.client.get(SITE.VIDEO_PATH, headers=headers, name=name,
                              catch_response=True) as resp:
-            if resp.status_code != 206:
-                resp.failure(f"Range {spec}: expected 206, got {resp.status_code}")
-                return
-            content_range = _header(resp, "Content-Range") or ""
-            m = _CONTENT_RANGE_RE.fullmatch(content_range)
-            if not m or tuple(map(int, m.groups())) != (first, last, size):
-                resp.failure(f"Range {spec}: Content-Range {content_range!r}, "
-                             f"expected 'bytes {first}-{last}/{size}'")
+            if problem := range_problem(resp, first, last, size):
+                resp.failure(f"Range {spec}: {problem}")
             elif resp.content != VIDEO[first:last + 1]:
-                resp.failure(f"Range {spec}: wrong bytes ({len(resp.content)} received)")
+                resp.failure(f"Range {spec}: wrong bytes")
 
     @task(6)
     def seek(self) -> None:
@@ -190,8 +169,8 @@ class VideoViewer(FastHttpUser):
                              catch_response=True) as resp:
             if resp.status_code != 416:
                 resp.failure(f"Range past the end: expected 416, got {resp.status_code}")
-            elif (_header(resp, "Content-Range") or "") != f"bytes */{size}":
-                resp.failure(f"416 Content-Range {_header(resp, 'Content-Range')!r}")
+            elif (header(resp, "Content-Range") or "") != f"bytes */{size}":
+                resp.failure(f"416 Content-Range {header(resp, 'Content-Range')!r}")
             else:
                 resp.success()
 
@@ -200,7 +179,7 @@ class LostVisitor(FastHttpUser):
     """Old links and scanners: requests for things that do not exist must be clean 404s."""
 
     weight = 1
-    wait_time = between(0.5 * THINK, 2.0 * THINK)
+    wait_time = between(0.5 * THINK_SCALE, 2.0 * THINK_SCALE)
 
     @task
     def missing(self) -> None:
