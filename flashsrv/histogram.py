@@ -28,12 +28,14 @@ class Histogram:
         self.total += seconds
         self.count += 1
 
-    def lines(self, name: str, helptext: str) -> list[str]:
-        """The exposition-format lines: cumulative `le` buckets, then _sum and _count."""
-        out = [f"# HELP {name} {helptext}", f"# TYPE {name} histogram"]
+    def samples(self) -> dict[str, int | float]:
+        """The exposition's samples by what follows the metric's name: cumulative `le` buckets,
+        then _sum and _count (so histograms of several workers add up sample by sample)."""
+        out: dict[str, int | float] = {}
         running = 0
         for bound, count in zip((*self.bounds, "+Inf"), self.counts, strict=True):
             running += count
-            out.append(f'{name}_bucket{{le="{bound}"}} {running}')
-        out += [f"{name}_sum {self.total:.6f}", f"{name}_count {self.count}"]
+            out[f'_bucket{{le="{bound}"}}'] = running
+        out["_sum"] = self.total
+        out["_count"] = self.count
         return out

@@ -11,22 +11,16 @@ from flashsrv.histogram import DEFAULT_BUCKETS, Histogram
 
 
 def exposition(histogram: Histogram) -> tuple[dict[str, int], float, int]:
-    """Bucket counts by `le`, the sum and the count, read back from the text lines."""
-    buckets, total, count = {}, math.nan, -1
-    for line in histogram.lines("t", "help"):
-        if line.startswith("t_bucket"):
-            le = line.split('le="')[1].split('"')[0]
-            buckets[le] = int(line.rsplit(" ", 1)[1])
-        elif line.startswith("t_sum "):
-            total = float(line.split()[1])
-        elif line.startswith("t_count "):
-            count = int(line.split()[1])
-    return buckets, total, count
+    """Bucket counts by `le`, the sum and the count, read back from the samples."""
+    samples = histogram.samples()
+    buckets = {key.split('le="')[1].split('"')[0]: int(value)
+               for key, value in samples.items() if key.startswith("_bucket")}
+    return buckets, samples["_sum"], int(samples["_count"])
 
 
-def test_lines_start_with_help_and_type():
-    assert Histogram().lines("flashsrv_x", "what x is")[:2] == [
-        "# HELP flashsrv_x what x is", "# TYPE flashsrv_x histogram"]
+def test_samples_are_the_buckets_in_order_then_sum_and_count():
+    assert list(Histogram((0.1, 1.0)).samples()) == [
+        '_bucket{le="0.1"}', '_bucket{le="1.0"}', '_bucket{le="+Inf"}', "_sum", "_count"]
 
 
 def test_buckets_are_cumulative_and_inf_equals_count():
