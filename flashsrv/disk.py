@@ -21,12 +21,12 @@ from typing import Protocol
 from flashsrv_helpers.jobs import Jobs
 from flashsrv_helpers.wire import (
     CHANGED,
+    COMPRESS,
     DATA,
     DIRECTORY,
     ERROR,
     FACTS,
     FILE,
-    GZIP,
     LISTDIR,
     LISTING,
     LOOKUP,
@@ -39,7 +39,7 @@ from flashsrv_helpers.wire import (
 )
 
 # Precompressed siblings looked up beside every file: suffix -> content-coding.
-SIBLING_CODINGS = {".br": "br", ".gz": "gzip"}
+SIBLING_CODINGS = {".br": "br", ".gz": "gzip", ".zst": "zstd"}
 
 
 class DiskUnavailable(Exception):
@@ -188,9 +188,9 @@ class Disk(ABC):
         close_fds(fds)
         return result[1] if result[0] == WATCHING else -1
 
-    async def _file_job(self, op: str, file: FileRef, offset: int, length: int):
+    async def _file_job(self, op: str, file: FileRef, offset: int, length: int, *more: str):
         """A data job on one version of a file; its descriptor goes along when we hold one."""
-        result, fds = await self._call(op, (file.path, file.identity, offset, length),
+        result, fds = await self._call(op, (file.path, file.identity, offset, length, *more),
                                        file.fd if file.fd >= 0 else None)
         close_fds(fds)
         if result == CHANGED:
@@ -208,9 +208,10 @@ class Disk(ABC):
         """Bring the range into the page cache; returns the bytes read."""
         return await self._file_job(WARM, file, offset, length)
 
-    async def gzip(self, file: FileRef) -> bytes:
-        """The file gzip-compressed: CPU-heavy, so it runs wherever the blocking work runs."""
-        return await self._file_job(GZIP, file, 0, file.size)
+    async def compress(self, file: FileRef, coding: str) -> bytes:
+        """The file in a content-coding (a key of wire.COMPRESSORS): CPU-heavy, so it runs
+        wherever the blocking work runs."""
+        return await self._file_job(COMPRESS, file, 0, file.size, coding)
 
 
 class InlineDisk(Disk):

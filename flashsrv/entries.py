@@ -45,14 +45,15 @@ class OpenFile:
 
 
 class GeneratedFile:
-    """A representation computed from a file (its on-the-fly gzip): bytes live only in the
-    data cache, and are computed again from `source` if they were evicted."""
+    """A representation computed from a file (its on-the-fly compression in `coding`): bytes
+    live only in the data cache, and are computed again from `source` if they were evicted."""
 
-    __slots__ = ("dev", "fd", "identity", "mtime_ns", "path", "size", "source")
+    __slots__ = ("coding", "dev", "fd", "identity", "mtime_ns", "path", "size", "source")
     generated = True
 
     def __init__(self, source: OpenFile, size: int, coding: str) -> None:
         self.source = source
+        self.coding = coding
         self.fd = -1
         self.path = source.path
         self.size = size

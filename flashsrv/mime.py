@@ -65,6 +65,7 @@ TYPES: dict[str, str] = {
     ".gz": "application/gzip",
     ".tgz": "application/gzip",
     ".br": "application/octet-stream",
+    ".zst": "application/zstd",
     ".tar": "application/x-tar",
     ".7z": "application/x-7z-compressed",
     ".bz2": "application/x-bzip2",
@@ -75,7 +76,7 @@ TYPES: dict[str, str] = {
 INCOMPRESSIBLE_PREFIXES = ("image/", "video/", "audio/", "font/woff")
 INCOMPRESSIBLE_TYPES = frozenset(
     {"application/zip", "application/gzip", "application/x-7z-compressed", "application/x-bzip2",
-     "application/x-xz", "application/pdf", "application/octet-stream"}
+     "application/x-xz", "application/zstd", "application/pdf", "application/octet-stream"}
 )
 
 

@@ -1,7 +1,9 @@
-"""Content-coding negotiation (RFC 9110 §12.5.3) for precompressed siblings (.br, .gz).
+"""Content-coding negotiation (RFC 9110 §12.5.3) for compressed variants (.br, .zst, .gz
+siblings, or made on the fly by --compress).
 
-This module owns one decision: given Accept-Encoding and the codings for which a precompressed
-file exists, which one to send ("br", "gzip" or "identity").
+This module owns one decision: given Accept-Encoding and the codings for which a compressed
+variant exists, which one to send ("br", "zstd", "gzip" or "identity"). It also owns the one
+parser of q-values (`q_weight`), which the Accept check of the SPA fallback reuses.
 
 It must never touch the disk (the caller already knows which siblings exist) or answer 406:
 like nginx's gzip_static, a static file is always available as identity, which is the fallback
@@ -23,7 +25,7 @@ import re
 from functools import lru_cache
 from typing import Final
 
-__all__ = ["IDENTITY", "choose_encoding"]
+__all__ = ["IDENTITY", "choose_encoding", "q_weight"]
 
 IDENTITY: Final = "identity"
 

@@ -53,9 +53,9 @@ class Jobs:
             return (ERROR, exc.errno or 0, exc.strerror or str(exc)), []
 
     def _file_job(self, op: str, args: tuple, fd: int | None) -> tuple:
-        """read, warm or gzip of one version of a file: through the descriptor the caller
-        holds, or one kept here for a file the main process must not hold."""
-        relpath, identity, offset, length = args
+        """read, warm or compress of one version of a file: through the descriptor the
+        caller holds, or one kept here for a file the main process must not hold."""
+        relpath, identity, offset, length, *coding = args
         own = fd is None
         if own:
             fd = self.kept.open(relpath, identity)
@@ -66,7 +66,7 @@ class Jobs:
         elif op == WARM:
             result = diskops.warm(fd, offset, length, self.buffer)
         else:
-            result = diskops.gzip_file(fd, length)
+            result = diskops.compress(fd, length, *coding)
         if own and not self.kept.unchanged(fd, identity):
             self.kept.forget(relpath, identity)
             return CHANGED

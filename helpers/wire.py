@@ -21,12 +21,15 @@ MAX_FRAME = 64 << 20
 MAX_FDS = 8
 
 # Operations. Jobs on a file's bytes take (relpath, identity, offset, length), the file's
-# descriptor passed beside the frame when the main process holds one. All other jobs are about
-# paths (metadata), and the pool keeps helpers free for them so that streams never starve
-# lookups.
+# descriptor passed beside the frame when the main process holds one; COMPRESS adds the
+# content-coding, one of COMPRESSORS. All other jobs are about paths (metadata), and the pool
+# keeps helpers free for them so that streams never starve lookups.
 LOOKUP, STAT_MANY, LISTDIR, WATCH = "lookup", "stat_many", "listdir", "watch"
-READ, WARM, GZIP = "read", "warm", "gzip"
-DATA_OPS = frozenset({READ, WARM, GZIP})
+READ, WARM, COMPRESS = "read", "warm", "compress"
+DATA_OPS = frozenset({READ, WARM, COMPRESS})
+# The content-codings a COMPRESS job can produce, and the module each needs: the main process
+# checks that it is installed (the `compress` extra) before it asks a helper for the coding.
+COMPRESSORS = {"gzip": "zlib", "br": "brotli", "zstd": "zstandard"}
 
 # Result kinds: the first element of every result tuple.
 FILE, DIRECTORY, MISSING, FORBIDDEN, ERROR = "file", "dir", "missing", "forbidden", "error"

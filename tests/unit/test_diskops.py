@@ -7,7 +7,9 @@ import gzip
 import os
 from pathlib import Path
 
+import brotli
 import pytest
+import zstandard
 from flashsrv_helpers import diskops
 from flashsrv_helpers.diskops import KeptFiles, _failure, _inside, lookup
 from flashsrv_helpers.wire import DIRECTORY, ERROR, FILE, FORBIDDEN, LISTING, MISSING
@@ -149,12 +151,15 @@ def test_read_and_warm_cover_the_range_and_stop_at_end_of_file(tree: Path):
         os.close(fd)
 
 
-def test_gzip_of_a_file_is_deterministic(tree: Path):
+@pytest.mark.parametrize(("coding", "decompress"), [
+    ("gzip", gzip.decompress), ("br", brotli.decompress),
+    ("zstd", zstandard.ZstdDecompressor().decompress)])
+def test_compression_of_a_file_is_deterministic(tree: Path, coding: str, decompress):
     fd = os.open(tree / "style.css", os.O_RDONLY)
     try:
-        first = diskops.gzip_file(fd, 70)
-        assert first == diskops.gzip_file(fd, 70)
-        assert gzip.decompress(first) == b"body{}\n" * 10
+        first = diskops.compress(fd, 70, coding)
+        assert first == diskops.compress(fd, 70, coding)
+        assert decompress(first) == b"body{}\n" * 10
     finally:
         os.close(fd)
 

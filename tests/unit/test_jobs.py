@@ -11,11 +11,11 @@ import pytest
 from flashsrv_helpers.jobs import Jobs
 from flashsrv_helpers.wire import (
     CHANGED,
+    COMPRESS,
     DATA,
     ERROR,
     FACTS,
     FILE,
-    GZIP,
     LISTDIR,
     LISTING,
     LOOKUP,
@@ -61,7 +61,7 @@ def test_data_job_without_a_descriptor_opens_the_file_here(root: Path):
     jobs = Jobs(str(root), local_only=True)
     args = ("a.txt", version(root / "a.txt"), 0, 600)
     assert jobs.run(READ, args, None) == ((DATA, b"alpha\n" * 100), [])
-    (kind, data), _ = jobs.run(GZIP, args, None)
+    (kind, data), _ = jobs.run(COMPRESS, (*args, "gzip"), None)
     assert kind == DATA and gzip.decompress(data) == b"alpha\n" * 100
 
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from flashsrv.negotiation import IDENTITY, choose_encoding
 
 BOTH = ("br", "gzip")
+ALL = ("br", "zstd", "gzip")  # the server's order (flashsrv.responder.ENCODING_PREFERENCE)
 
 
 def test_absent_header_gives_identity() -> None:
@@ -154,6 +155,43 @@ def test_q_without_value_counts_as_not_acceptable() -> None:
     assert choose_encoding("br;q, gzip;q=0.1", BOTH) == "gzip"
 
 
+# -- zstd among br and gzip -----------------------------------------------------------------------
+
+
+def test_zstd_only_client_gets_zstd() -> None:
+    assert choose_encoding("zstd", ALL) == "zstd"
+
+
+def test_current_browser_header_prefers_br_over_zstd() -> None:
+    assert choose_encoding("gzip, deflate, br, zstd", ALL) == "br"
+
+
+def test_zstd_wins_the_tie_with_gzip_in_server_order() -> None:
+    assert choose_encoding("gzip, zstd", ALL) == "zstd"
+
+
+def test_without_a_br_variant_the_browser_gets_zstd() -> None:
+    assert choose_encoding("gzip, deflate, br, zstd", ("zstd", "gzip")) == "zstd"
+
+
+def test_client_q_values_beat_the_server_order_for_zstd() -> None:
+    assert choose_encoding("gzip;q=1, br;q=0.5, zstd;q=0.5", ALL) == "gzip"
+    assert choose_encoding("br;q=0.5, zstd;q=0.6", ALL) == "zstd"
+
+
+def test_q_zero_refuses_br_and_star_picks_the_next_in_server_order() -> None:
+    assert choose_encoding("br;q=0, *", ALL) == "zstd"
+    assert choose_encoding("br;q=0, zstd;q=0, *", ALL) == "gzip"
+
+
+def test_star_q_zero_with_identity_gives_identity() -> None:
+    assert choose_encoding("*;q=0, identity", ALL) == "identity"
+
+
+def test_zstd_listed_without_a_zstd_variant_is_not_sent() -> None:
+    assert choose_encoding("zstd", BOTH) == "identity"
+
+
 def test_repeated_calls_give_the_same_answer() -> None:
     header = "gzip, deflate, br"
     assert {choose_encoding(header, BOTH) for _ in range(3)} == {"br"}
@@ -162,7 +200,7 @@ def test_repeated_calls_give_the_same_answer() -> None:
 
 @given(
     st.one_of(st.none(), st.text()),
-    st.sampled_from([(), ("br",), ("gzip",), ("br", "gzip"), ("gzip", "br")]),
+    st.sampled_from([(), ("br",), ("gzip",), ("zstd",), ("br", "gzip"), ("gzip", "br"), ALL]),
 )
 def test_choose_encoding_never_raises(header: str | None, available: tuple[str, ...]) -> None:
     assert choose_encoding(header, available) in (*available, "identity")
@@ -170,7 +208,8 @@ def test_choose_encoding_never_raises(header: str | None, available: tuple[str, 
 
 members = st.builds(
     lambda coding, q: coding + q,
-    st.sampled_from(["br", "gzip", "x-gzip", "identity", "*", "deflate", "BR", " gzip "]),
+    st.sampled_from(["br", "gzip", "zstd", "x-gzip", "identity", "*", "deflate", "BR",
+                     " gzip ", "ZSTD"]),
     st.sampled_from(["", ";q=0", ";q=0.5", ";q=1", ";q=0.25", "; q=0.9", ";q=bad"]),
 )
 
@@ -178,7 +217,7 @@ members = st.builds(
 @given(st.lists(members, max_size=8))
 def test_chosen_coding_is_never_one_the_client_refused(parts: list[str]) -> None:
     header = ", ".join(parts)
-    chosen = choose_encoding(header, BOTH)
+    chosen = choose_encoding(header, ALL)
     if chosen != "identity":
         refused = {
             p.split(";")[0].strip().lower().replace("x-gzip", "gzip")
@@ -186,3 +225,11 @@ def test_chosen_coding_is_never_one_the_client_refused(parts: list[str]) -> None
             if p.endswith((";q=0", ";q=bad"))
         }
         assert chosen not in refused
+
+
+@given(st.dictionaries(st.sampled_from(ALL), st.integers(0, 1000), min_size=1))
+def test_highest_q_wins_and_ties_follow_the_server_order(weights: dict[str, int]) -> None:
+    header = ", ".join(f"{coding};q={q / 1000:.3f}" for coding, q in weights.items())
+    best = max(weights.values())
+    expected = next(c for c in ALL if weights.get(c) == best) if best else "identity"
+    assert choose_encoding(header, ALL) == expected
