@@ -23,7 +23,7 @@ from httptools import (
 
 from flashsrv.fields import only_chunked, unparsed_method_status, valid_host
 from flashsrv.responder import Request
-from flashsrv.urlpath import BadTarget, split_target
+from flashsrv.urlpath import BadTarget, split_target, target_authority
 
 if TYPE_CHECKING:
     from flashsrv.site import Site
@@ -46,6 +46,12 @@ SEMANTIC_HEADERS = frozenset({
 # Of those, the ones that may change the answer for a file with one representation: a request
 # with none of them may be answered with a prepared response (`flashsrv.prepared`).
 NOT_PLAIN = SEMANTIC_HEADERS - {b"accept", b"accept-encoding"}
+# Headers only the access log reads (its combined and JSON formats record them): kept when it
+# asks, and they leave a request plain, so the fast lane logs them too.
+LOGGED_HEADERS = frozenset({b"referer", b"user-agent"})
+SEMANTIC_AND_LOGGED = SEMANTIC_HEADERS | LOGGED_HEADERS
+# What llhttp reports when it has read the whole HTTP/2 preface (`PRI * HTTP/2.0...`).
+PREFACE_SEEN = "Pause on PRI/Upgrade"
 CONDITIONAL_HEADERS = frozenset({
     b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"range",
 })
@@ -65,8 +71,11 @@ class RequestReader:
 
     site: Site
 
-    def __init__(self) -> None:
+    def __init__(self, log_headers: bool = False) -> None:
         self.parser = HttpRequestParser(self)
+        # The request headers kept; chosen once per connection, so logging them costs nothing
+        # when the log does not want them.
+        self._kept = SEMANTIC_AND_LOGGED if log_headers else SEMANTIC_HEADERS
         self._input_closed = False
         self._host_ok = b""
         self._next_message()
@@ -99,6 +108,12 @@ class RequestReader:
     def upgrade_seen(self) -> None:
         raise NotImplementedError
 
+    def preface_received(self, data: bytes) -> bool:
+        """The parser stopped at the end of an HTTP/2 connection preface, whose last bytes are
+        in data (a parse error, so HTTP/1 requests never pay for this check): whether the
+        connection took it over (h2c with prior knowledge) rather than refusing it."""
+        raise NotImplementedError
+
     # -- bytes in ---------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
@@ -124,6 +139,8 @@ class RequestReader:
             return
         except HttpParserError as exc:
             detail = str(exc)
+            if detail == PREFACE_SEEN and self.preface_received(data):
+                return
             self.reject(505 if detail == "Invalid HTTP version" else 400, detail)
             return
         if self._url and self._in_head:  # a head still incomplete after these bytes
@@ -168,7 +185,8 @@ class RequestReader:
                 if not valid_host(value):
                     raise Reject(400, "invalid Host header")
                 self._host_ok = value  # a keep-alive client repeats it: check it once
-        elif key in SEMANTIC_HEADERS:
+            self._headers["host"] = value.decode("latin-1")  # virtual hosts choose by it
+        elif key in self._kept:
             if key in NOT_PLAIN:
                 self._plain = False
                 if key in CONDITIONAL_HEADERS:
@@ -233,6 +251,11 @@ class RequestReader:
         else:
             try:
                 path, query = split_target(url)
+                authority = target_authority(url)
+                if authority is not None:
+                    if not valid_host(authority):
+                        raise Reject(400, "invalid host in the request-target")
+                    headers["host"] = authority.decode("latin-1")  # it overrides Host
             except BadTarget as exc:
                 raise Reject(exc.status, exc.reason) from None
         self.request_received(Request(parser.get_method(), path, query, version, headers,

@@ -75,13 +75,15 @@ def test_plain_get_becomes_a_request():
     assert (req.method, req.path, req.query, req.version) == (b"GET", b"/docs/a.txt", b"v=1",
                                                              "1.1")
     assert req.keep_alive and not req.conditional
-    assert req.headers == {}  # Host and other fields the answer does not depend on are dropped
+    # Host chooses the virtual host; fields the answer does not depend on are dropped.
+    assert req.headers == {"host": "example.test"}
 
 
 def test_only_the_headers_the_answer_depends_on_are_kept_and_repeats_are_joined():
     reader = read(request("/a", "Accept-Encoding: br", "ACCEPT-ENCODING: gzip", "Cookie: x=1",
                           "User-Agent: t", "Accept: text/html"))
-    assert reader.requests[0].headers == {"accept-encoding": "br, gzip", "accept": "text/html"}
+    assert reader.requests[0].headers == {"host": "example.test", "accept-encoding": "br, gzip",
+                                          "accept": "text/html"}
 
 
 @pytest.mark.parametrize("header", [
