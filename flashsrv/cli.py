@@ -10,17 +10,35 @@ import argparse
 import http.client
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from flashsrv import __version__
 from flashsrv.config import ENV_PREFIX, OPTIONS, Config, ConfigError, build_config, read_file
+from flashsrv.rule_files import MAX_RULE_FILE, parse_headers, parse_redirects
 
 EPILOG = f"""\
 Every option can also be set by an environment variable, {ENV_PREFIX} + the option name in upper
 case with dashes as underscores (--cache-bytes -> {ENV_PREFIX}CACHE_BYTES, ROOT ->
 {ENV_PREFIX}ROOT), or in a TOML file given with --config ({ENV_PREFIX}CONFIG) whose keys are the
 option names. Flags win over the environment, which wins over the file.
+
+Under systemd, sockets passed by socket activation (LISTEN_FDS) replace --host and --port, and
+NOTIFY_SOCKET gets READY/RELOADING/STOPPING and watchdog notices (deploy/systemd/).
 """
+
+
+def _flag_type(convert: Callable[[Any], Any]) -> Callable[[str], Any]:
+    """The option's converter for argparse, keeping its message: argparse's own for a
+    ValueError ("invalid _codings value") says neither what is wrong nor how to fix it."""
+    def flag_type(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return flag_type
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,14 +52,16 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML file with settings and site rules")
     for option in OPTIONS:
         default = option.default
-        shown = "off" if default is None else default
+        shown = ("off" if default is None
+                 else ",".join(default) if isinstance(default, tuple) else default)
         helptext = f"{option.help} (default: {shown}; env {option.env})"
         if option.flag:
             p.add_argument(f"--{option.name}", dest=option.attr, default=None,
                            action=argparse.BooleanOptionalAction, help=helptext)
         else:
             p.add_argument(f"--{option.name}", dest=option.attr, default=None,
-                           type=option.convert, metavar=option.metavar, help=helptext)
+                           type=_flag_type(option.convert), metavar=option.metavar,
+                           help=helptext)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,13 +84,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def rule_file_errors(root: str) -> list[str]:
+    """The mistakes in a root's `_headers` and `_redirects` (the server skips such lines and
+    logs them; here they fail the check)."""
+    errors: list[str] = []
+    for name, parse in (("_headers", parse_headers), ("_redirects", parse_redirects)):
+        path = os.path.join(root, name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_RULE_FILE + 1)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            errors.append(f"{path}: cannot read the file: {exc.strerror}")
+            continue
+        if len(data) > MAX_RULE_FILE:
+            errors.append(f"{path}: larger than {MAX_RULE_FILE} bytes, the server ignores it")
+            continue
+        errors += parse(data.decode("utf-8", "replace"), path)[1]
+    return errors
+
+
 def check_config(path: str) -> int:
     values, errors = read_file(path)
     for error in errors:
         print(f"{path}: {error}", file=sys.stderr)
     if errors:
         return 1
-    Config(**values)
+    config = Config(**values)
+    roots = [c.root for c in (config, *config.sites) if c.root is not None]
+    file_errors = [error for root in roots for error in rule_file_errors(root)]
+    for error in file_errors:
+        print(error, file=sys.stderr)
+    if file_errors:
+        return 1
     print(f"{path}: OK ({len(values)} settings)")
     return 0
 

@@ -8,6 +8,8 @@ No sockets, no event loop.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import re
 import tomllib
@@ -15,9 +17,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flashsrv_helpers.wire import COMPRESSORS
+
+from flashsrv.fields import configured_header_problem, field_value_problem
+from flashsrv.path_patterns import Redirect, compile_pattern
+from flashsrv.rule_files import redirect_rule
+from flashsrv.site_rules import TRAILING_SLASH_POLICIES, HeaderRule
+
 ENV_PREFIX = "FLASHSRV_"
 MODELS = ("amped", "sped", "threads")
-LOG_FORMATS = ("clf", "json")
+LOG_FORMATS = ("clf", "combined", "json")
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:([kmgt])i?)?b?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -86,6 +95,8 @@ def _bool(text: Any) -> bool:
 
 def _choice(*choices: str) -> Callable[[Any], str]:
     def convert(text: Any) -> str:
+        if isinstance(text, int) and not isinstance(text, bool):
+            text = str(text)  # `unknown-host = 404` in TOML means the choice "404"
         if text not in choices:
             raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
         return text
@@ -107,8 +118,39 @@ def _site_path(text: Any) -> str:
     return path
 
 
+def _optional_seconds(text: Any) -> int | None:
+    return None if text in (None, "", "off") else _whole_number(text, 0)
+
+
 def _optional_port(text: Any) -> int | None:
     return None if text in (None, "", "off") else _port(text)
+
+
+@functools.cache
+def installed_codings() -> tuple[str, ...]:
+    """The codings --compress makes unless told otherwise: each one whose library is
+    installed (gzip's always is; br and zstd come with the `compress` extra)."""
+    return tuple(c for c in COMPRESSORS if importlib.util.find_spec(COMPRESSORS[c]))
+
+
+def _codings(text: Any) -> tuple[str, ...]:
+    """Content-codings for --compress, from 'gzip,br,zstd' or a TOML array of names; refused
+    here when a library is missing, so a helper is never asked for what it cannot make."""
+    names = text.split(",") if isinstance(text, str) else text
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"expected a list of codings such as 'gzip,br,zstd', got {text!r}")
+    chosen = [name.strip().lower() for name in names]
+    if not chosen or "" in chosen:
+        raise ValueError(f"expected a list of codings such as 'gzip,br,zstd', got {text!r}; "
+                         "turn compression off with compress = false")
+    for name in chosen:
+        if name not in COMPRESSORS:
+            raise ValueError(f"{name!r} is not a coding flashsrv can make (known: "
+                             f"{', '.join(COMPRESSORS)})")
+        if name not in installed_codings():
+            raise ValueError(f"{name} needs the Python package {COMPRESSORS[name]}, which is "
+                             "not installed: pip install 'flashsrv[compress]'")
+    return tuple(c for c in COMPRESSORS if c in chosen)
 
 
 @dataclass(frozen=True)
@@ -141,7 +183,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("access-log", _text, "access log: - for stdout, a file path, or off",
            "-|PATH|off"),
     Option("access-log-format", _choice(*LOG_FORMATS),
-           "access log lines: Common Log Format or JSON", "clf|json"),
+           "access log lines: Common Log Format, nginx's combined (CLF with referer and "
+           "user agent) or JSON", "clf|combined|json"),
     Option("header-timeout", _seconds, "seconds a client may take to send a request head",
            "SECONDS"),
     Option("request-start-timeout", _seconds,
@@ -172,12 +215,31 @@ OPTIONS: tuple[Option, ...] = (
            "single-page-app fallback file served for unknown page paths (e.g. index.html)",
            "FILE"),
     Option("compress", _bool,
-           "gzip compressible files on the fly (once per file version, then cached)", flag=True),
+           "compress compressible files on the fly (once per file version, then cached)",
+           flag=True),
+    Option("compress-encodings", _codings,
+           "codings --compress makes, among gzip, br and zstd (br and zstd need "
+           "pip install 'flashsrv[compress]')", "LIST"),
+    Option("clean-urls", _bool,
+           "serve /about from about.html and redirect /about.html to /about", flag=True),
+    Option("trailing-slash", _choice(*TRAILING_SLASH_POLICIES),
+           "directories: add a missing slash (redirect), remove it (redirect), or leave "
+           "both forms served", "add|remove|leave"),
+    Option("tls-cert", _text, "certificate chain (PEM) for HTTPS on --tls-port", "FILE"),
+    Option("tls-key", _text, "private key (PEM) of --tls-cert", "FILE"),
+    Option("tls-port", _port, "TCP port of the HTTPS listener (plain HTTP stays on --port)",
+           "N"),
+    Option("redirect-http", _bool, "answer plain HTTP with 308 to the https URL", flag=True),
+    Option("hsts", _optional_seconds,
+           "add Strict-Transport-Security: max-age=SECONDS to HTTPS responses", "SECONDS"),
+    Option("unknown-host", _choice("default", "404", "421"),
+           "with [[sites]]: a request for a host no site names gets the default site, "
+           "404, or 421 Misdirected Request", "default|404|421"),
     Option("show-dotfiles", _bool, "serve dot-files such as .env (not recommended)",
            flag=True),
 )
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
-TABLE_KEYS = ("headers", "cache-control", "error-pages", "default-cache-control")
+TABLE_KEYS = ("headers", "redirects", "cache-control", "error-pages", "default-cache-control")
 
 
 @dataclass
@@ -204,51 +266,113 @@ class Config:
     listing: bool = False
     fallback: str | None = None
     compress: bool = False
+    compress_encodings: tuple[str, ...] = field(default_factory=installed_codings)
     show_dotfiles: bool = False
+    clean_urls: bool = False
+    trailing_slash: str = "add"
+    unknown_host: str = "default"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_port: int = 8443
+    redirect_http: bool = False
+    hsts: int | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
+    header_rules: list[HeaderRule] = field(default_factory=list)
+    redirects: list[Redirect] = field(default_factory=list)
     cache_control: list[tuple[str, str]] = field(default_factory=list)
     default_cache_control: str | None = None
     error_pages: dict[int, str] = field(default_factory=lambda: {404: "404.html"})
     config_file: str | None = None
-
-
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]*$")
-# Fields the server computes per response: a configured copy would contradict them, and a
-# second Content-Length or Transfer-Encoding is exactly what request smuggling feeds on.
-MANAGED_HEADERS = frozenset({
-    "content-length", "transfer-encoding", "connection", "keep-alive", "date", "server",
-    "content-range", "content-encoding", "content-type", "etag", "last-modified", "vary",
-    "accept-ranges", "location", "upgrade", "trailer", "te",
-})
+    sites: list[Config] = field(default_factory=list)  # virtual hosts ([[sites]])
+    hosts: tuple[str, ...] = ()  # the names a [[sites]] entry answers for
 
 
 def _check_header_value(value: Any) -> str:
-    if not isinstance(value, str) or not _HEADER_VALUE.match(value):
-        raise ValueError("a header value is a single line of visible ASCII characters")
+    problem = field_value_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value.strip()
 
 
-def _tables(data: Mapping[str, Any], errors: list[str]) -> dict[str, Any]:
-    """The table-valued keys of a config file: headers, cache rules, error pages."""
-    out: dict[str, Any] = {}
+def _header_pairs(table: Mapping[str, Any], where: str, errors: list[str]
+                  ) -> list[tuple[str, str]]:
+    pairs = []
+    for name, value in table.items():
+        problem = configured_header_problem(name, value)
+        if problem is None:
+            pairs.append((name, value.strip()))
+        elif configured_header_problem(name, "") is not None:
+            errors.append(f"{where}: {problem}")
+        else:
+            errors.append(f"{where}.{name}: {problem}")
+    return pairs
+
+
+def _headers(data: Mapping[str, Any], out: dict[str, Any], errors: list[str]) -> None:
+    """`[headers]` (every response) or `[[headers]]` rules, each with a path `pattern` and
+    its header fields; a rule without a pattern applies to every response."""
     headers = data.get("headers", {})
-    if not isinstance(headers, dict):
-        errors.append("headers: expected a table of header names to values")
-    else:
-        out["headers"] = []
-        for name, value in headers.items():
-            if not _HEADER_NAME.match(name):
-                errors.append(f"headers: {name!r} is not a valid header name")
-                continue
-            if name.lower() in MANAGED_HEADERS:
-                errors.append(f"headers: {name} is set by the server for each response and "
-                              "cannot be configured")
-                continue
-            try:
-                out["headers"].append((name, _check_header_value(value)))
-            except ValueError as exc:
-                errors.append(f"headers.{name}: {exc}")
+    if isinstance(headers, dict):
+        out["headers"] = _header_pairs(headers, "headers", errors)
+        return
+    if not isinstance(headers, list):
+        errors.append("headers: expected a table of header names to values, or an array of "
+                      "[[headers]] rules with a pattern")
+        return
+    out["headers"], out["header_rules"] = [], []
+    for i, rule in enumerate(headers):
+        where = f"headers[{i}]"
+        if not isinstance(rule, dict):
+            errors.append(f"{where}: expected a table with pattern and header fields")
+            continue
+        fields = {k: v for k, v in rule.items() if k != "pattern"}
+        pairs = _header_pairs(fields, where, errors)
+        if "pattern" not in rule:
+            out["headers"] += pairs
+            continue
+        try:
+            pattern = compile_pattern(rule["pattern"] if isinstance(rule["pattern"], str)
+                                      else "")
+        except ValueError as exc:
+            errors.append(f"{where}.pattern: {exc}")
+            continue
+        out["header_rules"].append(HeaderRule(pattern, tuple(pairs), where))
+
+
+def _redirects(data: Mapping[str, Any], out: dict[str, Any], errors: list[str]) -> None:
+    """`[[redirects]] from = ... to = ... status = 301 force = true` rules, first match wins.
+    Unlike a `_redirects` line, a configured rule is forced unless it says `force = false`
+    (then it applies only where no file exists)."""
+    rules = data.get("redirects", [])
+    if not isinstance(rules, list):
+        errors.append("redirects: expected an array of [[redirects]] tables")
+        return
+    out["redirects"] = []
+    for i, rule in enumerate(rules):
+        where = f"redirects[{i}]"
+        if not isinstance(rule, dict) or not {"from", "to"} <= set(rule) or \
+                not set(rule) <= {"from", "to", "status", "force"}:
+            errors.append(f"{where}: expected the keys from and to, and optionally status "
+                          "and force")
+            continue
+        source, to = rule["from"], rule["to"]
+        status, force = rule.get("status", 301), rule.get("force", True)
+        if not (isinstance(source, str) and isinstance(to, str) and type(status) is int
+                and isinstance(force, bool)):
+            errors.append(f"{where}: from and to are strings, status a number, force true "
+                          "or false")
+            continue
+        try:
+            out["redirects"].append(redirect_rule(source, to, status, force, where))
+        except ValueError as exc:
+            errors.append(f"{where}: {exc}")
+
+
+def _tables(data: Mapping[str, Any], errors: list[str]) -> dict[str, Any]:
+    """The table-valued keys of a config file: headers, redirects, cache rules, error pages."""
+    out: dict[str, Any] = {}
+    _headers(data, out, errors)
+    _redirects(data, out, errors)
     rules = data.get("cache-control", [])
     if not isinstance(rules, list):
         errors.append("cache-control: expected an array of {pattern = ..., value = ...} tables")
@@ -293,6 +417,83 @@ def _tables(data: Mapping[str, Any], errors: list[str]) -> dict[str, Any]:
     return out
 
 
+# What a [[sites]] table may set: its names, its folder and its own rules. Everything else
+# (ports, processes, caches, timeouts) belongs to the server and is set once, at the top.
+SITE_KEYS = ("hosts", "root", "listing", "fallback", "clean-urls", "trailing-slash",
+             "show-dotfiles", *TABLE_KEYS)
+_HOST_NAME = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+
+
+def _root(raw: Any, base: str, where: str, errors: list[str]) -> str | None:
+    if not isinstance(raw, str):
+        errors.append(f"{where}: expected a folder path")
+        return None
+    root = os.path.join(base, raw)
+    if not os.path.isdir(root):
+        errors.append(f"{where}: {root} is not a folder")
+    return root
+
+
+def _settings(data: Mapping[str, Any], base: str, where: str, allowed: tuple[str, ...],
+              errors: list[str]) -> dict[str, Any]:
+    """The values of one table (the file's top level, or one [[sites]] entry)."""
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key in TABLE_KEYS or key in ("sites", "hosts") or key not in allowed:
+            if key not in allowed:
+                errors.append(f"{where}{key}: unknown setting (known: {', '.join(allowed)})")
+            continue
+        if key == "root":
+            values["root"] = _root(raw, base, f"{where}root", errors)
+            continue
+        option = OPTIONS_BY_NAME[key]
+        try:
+            values[option.attr] = option.convert(raw)
+        except (ValueError, TypeError) as exc:
+            errors.append(f"{where}{key}: {exc}")
+    table_errors: list[str] = []
+    values.update(_tables(data, table_errors))
+    errors += [where + error for error in table_errors]
+    return values
+
+
+def _hosts(raw: Any, where: str, seen: set[str], errors: list[str]) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw or not all(isinstance(h, str) for h in raw):
+        errors.append(f"{where}: expected a non-empty list of host names")
+        return ()
+    hosts = []
+    for host in raw:
+        name = host.lower().rstrip(".")
+        if not _HOST_NAME.fullmatch(name):
+            errors.append(f"{where}: {host!r} is not a host name (a port is not part of it; "
+                          "a wildcard is a leading '*.')")
+        elif name in seen:
+            errors.append(f"{where}: {host!r} is named by two sites")
+        else:
+            seen.add(name)
+            hosts.append(name)
+    return tuple(hosts)
+
+
+def _sites(data: Mapping[str, Any], base: str, errors: list[str]) -> list[Config]:
+    """The [[sites]] tables: virtual hosts, each a folder with its own rules."""
+    raw = data.get("sites", [])
+    if not isinstance(raw, list):
+        errors.append("sites: expected an array of [[sites]] tables")
+        return []
+    sites = []
+    seen: set[str] = set()
+    for i, table in enumerate(raw):
+        where = f"sites[{i}]."
+        if not isinstance(table, dict) or "hosts" not in table or "root" not in table:
+            errors.append(f"sites[{i}]: expected a table with hosts and root")
+            continue
+        values = _settings(table, base, where, SITE_KEYS, errors)
+        values["hosts"] = _hosts(table["hosts"], where + "hosts", seen, errors)
+        sites.append(Config(**values))
+    return sites
+
+
 def read_file(path: str) -> tuple[dict[str, Any], list[str]]:
     """Settings from a TOML file and the list of every mistake found in it."""
     errors: list[str] = []
@@ -303,29 +504,11 @@ def read_file(path: str) -> tuple[dict[str, Any], list[str]]:
         return {}, [f"cannot read the file: {exc.strerror}"]
     except tomllib.TOMLDecodeError as exc:
         return {}, [f"not valid TOML: {exc}"]
-    values: dict[str, Any] = {}
-    for key, raw in data.items():
-        if key in TABLE_KEYS:
-            continue
-        if key == "root":
-            if isinstance(raw, str):
-                base = os.path.dirname(os.path.abspath(path))
-                values["root"] = os.path.join(base, raw)
-                if not os.path.isdir(values["root"]):
-                    errors.append(f"root: {values['root']} is not a folder")
-            else:
-                errors.append("root: expected a folder path")
-            continue
-        option = OPTIONS_BY_NAME.get(key)
-        if option is None:
-            known = ", ".join(["root", *OPTIONS_BY_NAME, *TABLE_KEYS])
-            errors.append(f"{key}: unknown setting (known: {known})")
-            continue
-        try:
-            values[option.attr] = option.convert(raw)
-        except (ValueError, TypeError) as exc:
-            errors.append(f"{key}: {exc}")
-    values.update(_tables(data, errors))
+    base = os.path.dirname(os.path.abspath(path))
+    known = ("root", *OPTIONS_BY_NAME, *TABLE_KEYS, "sites")
+    values = _settings(data, base, "", known, errors)
+    if "sites" in data:
+        values["sites"] = _sites(data, base, errors)
     return values, errors
 
 

@@ -66,3 +66,39 @@ def only_chunked(value: bytes) -> bool:
     such a field differently from us is how requests are smuggled; nginx refuses them too.
     """
     return value.strip(b" \t").lower() == b"chunked"
+
+
+# Fields the server computes per response: a configured copy would contradict them, and a
+# second Content-Length or Transfer-Encoding is exactly what request smuggling feeds on.
+MANAGED_HEADERS = frozenset({
+    "content-length", "transfer-encoding", "connection", "keep-alive", "date", "server",
+    "content-range", "content-encoding", "content-type", "etag", "last-modified", "vary",
+    "accept-ranges", "location", "upgrade", "trailer", "te",
+})
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.1 token
+_FIELD_VALUE = re.compile(r"[\x20-\x7e\t]*")  # one line of visible ASCII (no obs-text)
+
+
+def field_value_problem(value: object) -> str | None:
+    """Why a configured value cannot go on a header line, or None when it can."""
+    if not isinstance(value, str) or not _FIELD_VALUE.fullmatch(value):
+        return "a header value is a single line of visible ASCII characters"
+    return None
+
+
+def configured_header_problem(name: str, value: object) -> str | None:
+    """Why a site-configured response header cannot be sent as given, or None when it can."""
+    if not _FIELD_NAME.fullmatch(name):
+        return f"{name!r} is not a valid header name"
+    if name.lower() in MANAGED_HEADERS:
+        return f"{name} is set by the server for each response and cannot be configured"
+    return field_value_problem(value)
+
+
+def host_name(value: str) -> str:
+    """The name a Host header names: lower case, without port or trailing dot (RFC 9110
+    §4.2.3: names compare case-insensitively; §7.2: the port is not part of the name)."""
+    value = value.lower()
+    if value.startswith("["):
+        return value[: value.find("]") + 1]
+    return value.partition(":")[0].rstrip(".")

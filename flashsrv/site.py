@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from flashsrv.accesslog import AccessLog
+from flashsrv.accesslog import NO_HEADERS, AccessLog
 from flashsrv.config import Config
 from flashsrv.content import Content
+from flashsrv.fields import host_name
 from flashsrv.histogram import Histogram
 from flashsrv.httpdate import DateHeader
 from flashsrv.logsink import LOSSES
 from flashsrv.phases import phase_timeouts
 from flashsrv.prepared import PreparedResponses
 from flashsrv.responder import Responder
+from flashsrv.rule_files_watch import RuleFiles
 from flashsrv.site_documents import SiteDocuments
 
 if TYPE_CHECKING:
     from flashsrv.connection import HttpConnection
+    from flashsrv.h2_connection import H2Connection
 
 
 class Stats:
@@ -45,29 +49,94 @@ class Stats:
         self.started = time.time()
 
 
-class Site:
-    """Everything one main process shares among its connections."""
+class Docroot:
+    """One document root with its rules: the part of a site that a request's Host chooses.
+    The default site is one; each [[sites]] entry (a virtual host) is another."""
 
     def __init__(self, config: Config, content: Content, responder: Responder,
-                 documents: SiteDocuments, access_log: AccessLog | None) -> None:
+                 documents: SiteDocuments) -> None:
         self.config = config
-        self.timeouts = phase_timeouts(config)
         self.content = content
         self.responder = responder
         self.documents = documents
+        # The rules of the root's _headers and _redirects.
+        self.rule_files = RuleFiles(config.root or "")
+
+
+# Host values remembered by the table before it starts again (a bound, not a need).
+MAX_REMEMBERED_HOSTS = 1024
+
+
+class HostTable:
+    """Which Docroot answers a Host: exact names first, then the longest `*.` wildcard
+    (which, as in nginx, does not match the bare domain); else the default or a refusal."""
+
+    def __init__(self, sites: list[Docroot], default: Docroot | None) -> None:
+        self.sites = sites
+        self.default = default
+        self._exact: dict[str, Docroot] = {}
+        self._wildcards: list[tuple[str, Docroot]] = []
+        for docroot in sites:
+            for name in docroot.config.hosts:
+                if name.startswith("*."):
+                    self._wildcards.append((name[1:], docroot))
+                else:
+                    self._exact[name] = docroot
+        self._wildcards.sort(key=lambda pair: -len(pair[0]))
+        self._chosen: dict[str, Docroot | None] = {}
+
+    def choose(self, host: str | None) -> Docroot | None:
+        """The Docroot for a request's Host value (None: no Host, HTTP/1.0); None when no
+        site answers and unknown hosts are refused."""
+        if host is None:
+            return self.default
+        try:
+            return self._chosen[host]
+        except KeyError:
+            pass
+        name = host_name(host)
+        found = self._exact.get(name)
+        if found is None:
+            found = next((d for suffix, d in self._wildcards if name.endswith(suffix)),
+                         self.default)
+        if len(self._chosen) >= MAX_REMEMBERED_HOSTS:
+            self._chosen.clear()
+        self._chosen[host] = found
+        return found
+
+
+class Site(Docroot):
+    """Everything one main process shares among its connections; itself the default
+    Docroot."""
+
+    def __init__(self, config: Config, content: Content, responder: Responder,
+                 documents: SiteDocuments, access_log: AccessLog | None) -> None:
+        super().__init__(config, content, responder, documents)
+        self.timeouts = phase_timeouts(config)
         self.access_log = access_log
+        self.hosts: HostTable | None = None  # virtual hosts, when [[sites]] names any
+        self.https_port = config.tls_port  # the one bound, once known (--tls-port 0)
         self.stats = Stats()
         self.date = DateHeader()
         self.prepared = PreparedResponses()
         # Open connections, oldest first (reclaim_one closes the oldest idle one at the cap).
-        self.connections: dict[HttpConnection, None] = {}
+        self.connections: dict[HttpConnection | H2Connection, None] = {}
         self.stopping = False
 
-    def log_request(self, prefix: bytes, method: bytes, target: bytes, version: str,
-                    status: int, length: int) -> None:
-        """Count a response and log it; prefix is the connection's `HOST - - [`."""
+    @property
+    def hsts_line(self) -> bytes:
+        """The Strict-Transport-Security field TLS responses end their head with (--hsts)."""
+        if self.config.hsts is None:
+            return b""
+        return b"Strict-Transport-Security: max-age=%d\r\n" % self.config.hsts
+
+    def log_request(self, addr: bytes, method: bytes, target: bytes, version: str,
+                    status: int, length: int, headers: Mapping[str, str] = NO_HEADERS,
+                    head: bytes = b"", began: float | None = None) -> None:
+        """Count a response and log it (the arguments are AccessLog.write's)."""
         stats = self.stats
         stats.by_status[status] += 1
         stats.bytes_sent += length
         if self.access_log is not None:
-            self.access_log.write(prefix, method, target, version, status, length)
+            self.access_log.write(addr, method, target, version, status, length, headers, head,
+                                  began)

@@ -82,7 +82,7 @@ class SiteDocuments:
         file = document.variants["identity"].file
         body = await self.content.whole(file)
         headers = [("Content-Type", document.content_type), ("Content-Length", str(len(body))),
-                   *plan.keep, *self.responder.rules.extra_headers]
+                   *plan.keep, *self.responder.rules.headers_for(request.path)[1]]
         return Plan(plan.status, build_head(plan.status, headers), len(body), body,
                     keep=plan.keep, close=plan.close)
 
@@ -99,10 +99,10 @@ class SiteDocuments:
         body = listing_page(url_path, rows)
         # A listing has no file behind it: its validator is a checksum of the page itself.
         etag = f'"l{zlib.crc32(body):08x}-{len(body):x}"'
+        extra = self.responder.rules.headers_for(request.path)[1]
         if etag in request.headers.get("if-none-match", ""):
-            headers = [("ETag", etag), ("Cache-Control", "no-cache")]
-            return Plan(304, build_head(304, headers + self.responder.rules.extra_headers))
+            headers = [("ETag", etag), ("Cache-Control", "no-cache"), *extra]
+            return Plan(304, build_head(304, headers))
         headers = [("Content-Type", HTML_TYPE), ("Content-Length", str(len(body))),
-                   ("ETag", etag), ("Cache-Control", "no-cache"),
-                   *self.responder.rules.extra_headers]
+                   ("ETag", etag), ("Cache-Control", "no-cache"), *extra]
         return Plan(200, build_head(200, headers), len(body), body)

@@ -46,6 +46,15 @@ def split_target(raw: bytes) -> tuple[bytes, bytes]:
     return path, query
 
 
+def target_authority(raw: bytes) -> bytes | None:
+    """The host[:port] of an absolute-form request-target, which a server uses instead of
+    the Host header (RFC 9112 §3.2.2); None for the origin form."""
+    if raw.startswith(b"/"):
+        return None
+    rest = raw.partition(b"://")[2]
+    return rest[: min(i for i in (rest.find(b"/"), rest.find(b"?"), len(rest)) if i >= 0)]
+
+
 def to_target(path: bytes, show_dotfiles: bool = False) -> Target:
     """Decode and normalise a request path; raise BadTarget for anything that could escape."""
     decoded = unquote_to_bytes(path)
