@@ -3,6 +3,11 @@
 #   docker build -t flashsrv .
 #   docker run -p 8080:8080 -v "$PWD/public:/srv/www:ro" flashsrv
 #
+# HTTPS as well (port 8443), with a certificate and key mounted read-only (readable by UID
+# 10001); `docker kill -s HUP` makes flashsrv read renewed files without a restart:
+#   docker run -p 8080:8080 -p 8443:8443 -v "$PWD/public:/srv/www:ro" -v "$PWD/certs:/certs:ro" \
+#       -e FLASHSRV_TLS_CERT=/certs/fullchain.pem -e FLASHSRV_TLS_KEY=/certs/privkey.pem flashsrv
+#
 # BASE defaults to the official slim Python image. Any Debian-like base also works (the test
 # suite builds on a bare `debootstrap --variant=minbase bookworm` image): when the base has no
 # Python, it comes from apt. Needs BuildKit (the default builder since Docker 23) or podman.
@@ -97,6 +102,8 @@ ENV PATH=/opt/flashsrv/bin:$PATH \
 USER 10001:10001
 WORKDIR /srv/www
 EXPOSE 8080
+# HTTPS (FLASHSRV_TLS_PORT's default), served only when FLASHSRV_TLS_CERT and _KEY are set.
+EXPOSE 8443
 
 # Asks the real server for / over HTTP (healthy: any status < 500 within 3 s).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \

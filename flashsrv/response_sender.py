@@ -39,20 +39,31 @@ def _drop(task: asyncio.Task | None) -> None:
         task.add_done_callback(_retrieve)
 
 
+# TLS: bytes are encrypted into a buffer below the transport; uvloop's TLS transport never
+# resumes a writer whose low-water mark is 0 (seen: a stream stalled after 256 KiB), and a
+# little room keeps the stream going between the two buffers.
+TLS_BUFFER = 64 * 1024
+
+
 class ResponseSender:
     """Writes to one transport; `paused` mirrors the transport's flow control."""
 
     __slots__ = ("_drain", "_sock_fd", "content", "paused", "transport")
 
-    def __init__(self, transport: asyncio.Transport, content: Content) -> None:
+    def __init__(self, transport: asyncio.Transport, content: Content,
+                 zero_copy: bool = True) -> None:
         self.transport = transport
         self.content = content
-        self._sock_fd = transport.get_extra_info("socket").fileno()
+        # -1: bytes must pass through the transport (TLS encrypts them), never sendfile.
+        self._sock_fd = transport.get_extra_info("socket").fileno() if zero_copy else -1
         self.paused = False
         self._drain: asyncio.Future | None = None
         # Paused as soon as anything waits in the transport's buffer, resumed when it is empty:
         # bytes are produced only for a client that reads them.
-        transport.set_write_buffer_limits(high=0, low=0)
+        if zero_copy:
+            transport.set_write_buffer_limits(high=0, low=0)
+        else:
+            transport.set_write_buffer_limits(high=TLS_BUFFER, low=TLS_BUFFER // 4)
 
     # -- flow control ------------------------------------------------------------------------
 
@@ -119,7 +130,7 @@ class ResponseSender:
                 if self.paused:
                     return index, offset
                 left = end + 1 - offset
-                if left > SENDFILE_TAIL and file.mapping >= 0:
+                if left > SENDFILE_TAIL and file.mapping >= 0 and self._sock_fd >= 0:
                     sent = content.sendfile(self._sock_fd, file, offset, left - SENDFILE_TAIL)
                     if sent is None:
                         return index, offset  # not in the page cache: the disk first
