@@ -2,18 +2,22 @@
 
 It is not part of the site: it listens on its own address (loopback by default), so counters and
 health never leak to the public side. Each request is answered from the counters in memory;
-nothing here touches the disk.
+nothing here touches the disk. With `--workers N` whichever worker a scrape reaches answers for
+the whole server, from the slots of shared memory every worker publishes to (worker_metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpRequestParser
 
 from flashsrv.responses import build_head
+from flashsrv.worker_metrics import Family, MetricsSlot, Snapshot, render
 
 if TYPE_CHECKING:
     from flashsrv.site import Site
@@ -21,26 +25,22 @@ if TYPE_CHECKING:
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def metrics_text(site: Site) -> str:
-    """All counters of one main process in the Prometheus exposition format."""
+def snapshot(site: Site) -> Snapshot:
+    """Every metric of this main process by name, in the order of the exposition."""
     stats = site.stats
     content = site.content
-    lines = [
-        "# HELP flashsrv_requests_total Requests answered, by status code.",
-        "# TYPE flashsrv_requests_total counter",
-    ]
     by_status = dict(stats.by_status)
     if site.prepared.hits:
         by_status[200] = by_status.get(200, 0) + site.prepared.hits
-    lines += [f'flashsrv_requests_total{{status="{status}"}} {count}'
-              for status, count in sorted(by_status.items())]
-    lines += [
-        "# HELP flashsrv_log_dropped_total Log lines dropped because the log was full or failing.",
-        "# TYPE flashsrv_log_dropped_total counter",
-    ]
-    lines += [f'flashsrv_log_dropped_total{{log="{name}"}} {count}'
-              for name, count in stats.logs.dropped.items()]
-    gauges = {
+    families = {
+        "requests_total": Family(
+            "counter", "Requests answered, by status code.",
+            {f'{{status="{status}"}}': count for status, count in sorted(by_status.items())}),
+        "log_dropped_total": Family(
+            "counter", "Log lines dropped because the log was full or failing.",
+            {f'{{log="{name}"}}': count for name, count in stats.logs.dropped.items()}),
+    }
+    unlabelled = {
         "open_connections": ("gauge", "Client connections open now.", len(site.connections)),
         "bytes_sent_total": ("counter", "Body bytes promised in responses.",
                              stats.bytes_sent + site.prepared.bytes_sent),
@@ -73,31 +73,53 @@ def metrics_text(site: Site) -> str:
         "connections_reclaimed_total": ("counter", "Idle connections closed at the cap to "
                                         "make room for a new one.", stats.reclaimed),
         "event_loop_lag_seconds": ("gauge", "Lateness of the last 10 ms loop sample.",
-                                   round(stats.loop_lag, 6)),
+                                   stats.loop_lag),
         "event_loop_lag_max_seconds": ("gauge", "Largest lateness of a loop sample since start.",
-                                       round(stats.loop_lag_max, 6)),
+                                       stats.loop_lag_max),
         "warm_bytes_total": ("counter", "File bytes helpers read into the page cache for the "
                              "loop to send.", content.warm_bytes),
         "log_suppressed_total": ("counter", "Connection log lines over the rate limit.",
                                  stats.logs.suppressed),
         "uptime_seconds": ("gauge", "Seconds since start.", round(time.time() - stats.started)),
     }
-    gauges.update({
+    unlabelled.update({
         name: ("gauge" if name in ("helpers", "helper_busy", "helper_queue") else "counter",
                f"Disk layer: {name.replace('_', ' ')}.", value)
         for name, value in content.disk.stats().items()
     })
-    for name, (kind, helptext, value) in gauges.items():
-        lines += [f"# HELP flashsrv_{name} {helptext}", f"# TYPE flashsrv_{name} {kind}",
-                  f"flashsrv_{name} {value}"]
-    lines += stats.loop_delay.lines(
-        "flashsrv_event_loop_delay_seconds",
-        "How late the loop ran a callback due every 10 ms: what a request waits before the "
-        "loop reads it.")
-    lines += stats.slow_requests.lines(
-        "flashsrv_slow_request_duration_seconds",
-        "Requests that waited for the disk layer, from the request to the response written.")
-    return "\n".join(lines) + "\n"
+    families.update({name: Family(kind, helptext, {"": value})
+                     for name, (kind, helptext, value) in unlabelled.items()})
+    families["event_loop_delay_seconds"] = Family(
+        "histogram", "How late the loop ran a callback due every 10 ms: what a request waits "
+        "before the loop reads it.", stats.loop_delay.samples())
+    families["slow_request_duration_seconds"] = Family(
+        "histogram", "Requests that waited for the disk layer, from the request to the response "
+        "written.", stats.slow_requests.samples())
+    return {f"flashsrv_{name}": family for name, family in families.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerAdmin:
+    """A supervised worker's part of the admin endpoint: the socket the supervisor bound for it
+    (every worker's on one port, SO_REUSEPORT) and its slot on the shared metrics board."""
+
+    sock: socket.socket
+    slot: MetricsSlot
+
+    def publish(self, site: Site) -> None:
+        """From the tick: other workers' scrapes see this one's metrics PUBLISH_EVERY old at
+        most."""
+        self.slot.publish(snapshot(site))
+
+
+def metrics_text(site: Site, worker: WorkerAdmin | None = None) -> str:
+    """The answer to a scrape: this main process's metrics, or for a supervised worker the
+    whole server's (it publishes first, so its own slot is fresh)."""
+    families = snapshot(site)
+    if worker is None:
+        return render(families)
+    worker.slot.publish(families)
+    return render(families, worker.slot.board.all_values())
 
 
 # An admin client has this long from connecting to its answer, at most MAX_CONNECTIONS at once
@@ -112,8 +134,9 @@ class AdminConnection(asyncio.Protocol):
 
     open: set[AdminConnection] = set()
 
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: Site, worker: WorkerAdmin | None = None) -> None:
         self.site = site
+        self.worker = worker
         self.url = b""
         self.received = 0
         self.transport: asyncio.Transport  # set by connection_made, before any byte arrives
@@ -148,26 +171,31 @@ class AdminConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         path = self.url.partition(b"?")[0]
+        head_only = self.parser.get_method() == b"HEAD"  # RFC 9110 §9.3.2: no content
         if path == b"/healthz":
             stopping = self.site.stopping
             self._answer(503 if stopping else 200, "text/plain; charset=utf-8",
-                         b"stopping\n" if stopping else b"ok\n")
+                         b"stopping\n" if stopping else b"ok\n", head_only)
         elif path == b"/metrics":
-            self._answer(200, PROMETHEUS_TYPE, metrics_text(self.site).encode())
+            self._answer(200, PROMETHEUS_TYPE, metrics_text(self.site, self.worker).encode(),
+                         head_only)
         else:
-            self._answer(404, "text/plain; charset=utf-8", b"try /healthz or /metrics\n")
+            self._answer(404, "text/plain; charset=utf-8", b"try /healthz or /metrics\n",
+                         head_only)
 
-    def _answer(self, status: int, ctype: str, body: bytes) -> None:
+    def _answer(self, status: int, ctype: str, body: bytes, head_only: bool = False) -> None:
         if self.transport.is_closing():
             return
         head = build_head(status, [("Content-Type", ctype), ("Content-Length", str(len(body))),
                                    ("Connection", "close")])
-        method = self.parser.get_method() if status < 400 else b"GET"
-        self.transport.write(head + b"\r\n" + (b"" if method == b"HEAD" else body))
+        self.transport.write(head + b"\r\n" + (b"" if head_only else body))
         self.transport.close()
 
 
-async def start_admin(site: Site, host: str, port: int) -> asyncio.Server:
+async def start_admin(site: Site, host: str, port: int, worker: WorkerAdmin | None = None
+                      ) -> asyncio.Server:
+    """Listen on host:port, or for a supervised worker on the socket the supervisor bound."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: AdminConnection(site), host, port,
-                                    reuse_port=site.config.workers > 1)
+    if worker is None:
+        return await loop.create_server(lambda: AdminConnection(site), host, port)
+    return await loop.create_server(lambda: AdminConnection(site, worker), sock=worker.sock)

@@ -27,20 +27,23 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from flashsrv.disk import DiskUnavailable, FileChanged
-from flashsrv.entries import MISSING, Entry
+from flashsrv.entries import Entry
 from flashsrv.fields import method_status
-from flashsrv.handler import decide, failure
+from flashsrv.handler import decide, failure, from_cache
 from flashsrv.phases import ANSWERING, CLOSING, HEAD, IDLE, NEW, SENDING
 from flashsrv.request_reader import RequestReader
-from flashsrv.responder import Plan, Request, body_of, error_plan
+from flashsrv.responder import Plan, Request, body_of, error_plan, https_location
 from flashsrv.response_sender import ResponseSender
 
 if TYPE_CHECKING:
-    from flashsrv.site import Site
+    from flashsrv.h2_connection import H2Connection
+    from flashsrv.site import Docroot, Site
 
 log = logging.getLogger("flashsrv.connection")
 
 MAX_PIPELINE = 32
+# What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # How many of the oldest connections a new one at the cap may look at to find one to close.
 RECLAIM_SCAN = 64
 
@@ -51,7 +54,7 @@ _END = b"\r\n"
 _UNPARSED = Request(b"-", b"-", b"", "1.1", {}, False, False)
 
 
-def reclaim_one(connections: dict[HttpConnection, None]) -> bool:
+def reclaim_one(connections: dict[HttpConnection | H2Connection, None]) -> bool:
     """At the connection cap: close the oldest connection that is waiting for a request, as
     nginx reuses idle connections when it runs short, so that a flood of connections that
     send nothing cannot lock real clients out. Looks at the RECLAIM_SCAN oldest only (a
@@ -65,10 +68,40 @@ def reclaim_one(connections: dict[HttpConnection, None]) -> bool:
     return False
 
 
-class HttpConnection(RequestReader, asyncio.Protocol):
-    def __init__(self, site: Site) -> None:
+class PhasedConnection:
+    """What the HTTP/1.1 and HTTP/2 connections share: the phase that alone sets the deadline
+    the server's sweep checks, and the abrupt end."""
+
+    site: Site
+    transport: asyncio.Transport | None
+    phase: str
+    deadline: float
+    _input_closed: bool
+
+    def _enter(self, phase: str) -> None:
+        self.phase = phase
+        self.deadline = monotonic() + self.site.timeouts[phase]
+
+    def abort(self) -> None:
+        self.phase = CLOSING
+        self._input_closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
+    def __init__(self, site: Site, tls: bool = False) -> None:
         self.site = site
-        super().__init__()
+        self.tls = tls
+        # Strict-Transport-Security belongs on TLS responses only; such a connection leaves
+        # the prepared lane (its kept responses do not carry the field).
+        self.hsts = site.hsts_line if tls else b""
+        # Plain HTTP when --redirect-http: every request is sent to the https origin.
+        self.to_https = not tls and site.config.redirect_http and site.config.tls_cert is not None
+        self.local_host = ""  # the address a request without Host reached (for to_https)
+        # The log's wish is read once per connection: after a reload that switches to a
+        # format recording Referer and User-Agent, older connections log them as "-".
+        super().__init__(site.access_log is not None and site.access_log.reads_headers)
         # Set by connection_made, before any byte arrives: the methods the request reader
         # calls (and the answering that follows) assert it for the type checker.
         self.transport: asyncio.Transport | None = None
@@ -78,16 +111,13 @@ class HttpConnection(RequestReader, asyncio.Protocol):
         self.deadline = 0.0
         self.task: asyncio.Task | None = None
         self.peer = "-"
-        self.log_prefix = b"- - - ["
+        self.log_addr = b"-"
+        self._began = 0.0  # when the request being answered was taken up (monotonic)
         self._head_sent = False
         self._rejected = False
         self._last_request_seen = False
 
     # -- phases ------------------------------------------------------------------------------
-
-    def _enter(self, phase: str) -> None:
-        self.phase = phase
-        self.deadline = monotonic() + self.site.timeouts[phase]
 
     @property
     def busy(self) -> bool:
@@ -114,11 +144,14 @@ class HttpConnection(RequestReader, asyncio.Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         site = self.site
+        if self.to_https:
+            local = transport.get_extra_info("sockname")
+            self.local_host = f"[{local[0]}]" if ":" in local[0] else local[0]
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = peer[0]
-            self.log_prefix = f"{self.peer} - - [".encode()
-        self.sender = ResponseSender(transport, site.content)
+            self.log_addr = self.peer.encode()
+        self.sender = ResponseSender(transport, site.content, zero_copy=not self.tls)
         if site.stopping or (len(site.connections) >= site.config.max_connections
                              and not reclaim_one(site.connections)):
             site.stats.refused += 1
@@ -156,9 +189,10 @@ class HttpConnection(RequestReader, asyncio.Protocol):
             self._run_queue()
 
     def eof_received(self) -> bool:
-        """The client half-closed: answer what it already sent, then close."""
+        """The client half-closed: answer what it already sent, then close. (TLS has no
+        half-close: its transport closes after this whatever we return.)"""
         self._last_request_seen = True
-        return bool(self.busy or self.queue)
+        return not self.tls and bool(self.busy or self.queue)
 
     # -- what the request reader hands over ---------------------------------------------------
 
@@ -175,22 +209,27 @@ class HttpConnection(RequestReader, asyncio.Protocol):
     def answer_prepared(self, target: bytes) -> bool:
         site = self.site
         table = site.prepared
-        prepared = table.get(target)
+        # With virtual hosts a kept response belongs to the Host it was asked of too.
+        prepared = table.get(target if site.hosts is None else self._host_ok + b"\n" + target)
         phase = self.phase
-        if (prepared is None or (phase is not IDLE and phase is not HEAD and phase is not NEW)
+        if (prepared is None or self.hsts or self.to_https
+                or (phase is not IDLE and phase is not HEAD and phase is not NEW)
                 or self.queue or not self.parser.should_keep_alive()
                 or self.parser.get_method() != b"GET"):
             return False
         response, length = prepared
         assert self.transport is not None
+        now = monotonic()  # the log's start of this request and the idle deadline's base
         self.transport.write(response)
         table.hits += 1  # counted as 200s by the admin endpoint
         table.bytes_sent += length
         if site.access_log is not None:
-            site.access_log.write(self.log_prefix, b"GET", target, "1.1", 200, length)
+            # A prepared response has one representation: no Content-Encoding (head b"").
+            site.access_log.write(self.log_addr, b"GET", target, "1.1", 200, length,
+                                  self._headers, b"", now)
         if self.phase is phase:  # not paused by that write
             self.phase = IDLE
-            self.deadline = monotonic() + site.timeouts[IDLE]
+            self.deadline = now + site.timeouts[IDLE]
         return True
 
     def request_received(self, request: Request) -> None:
@@ -214,6 +253,24 @@ class HttpConnection(RequestReader, asyncio.Protocol):
         if not self.busy and not self.queue:
             self.close_idle()
 
+    def preface_received(self, data: bytes) -> bool:
+        """h2c with prior knowledge: when the preface opens this plain connection's first
+        read (every client sends its 24 bytes in one write), HTTP/2 takes the transport over
+        and is given those bytes again; anywhere else it is a bad request."""
+        if self.phase is not NEW or self.tls or not data.startswith(H2_PREFACE):
+            return False
+        # Imported here: the HTTP/2 connection imports this module (reclaim_one).
+        from flashsrv.h2_connection import H2Connection
+        assert self.transport is not None
+        self.site.connections.pop(self, None)
+        self.phase = CLOSING
+        self._input_closed = True
+        protocol = H2Connection(self.site, tls=False)
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        protocol.data_received(data)
+        return True
+
     def reject(self, status: int, detail: str) -> None:
         """A request we cannot parse or will not serve: answer it after the requests before it
         (they were valid and keep their place) and close; nothing after it is read. Bytes
@@ -229,47 +286,50 @@ class HttpConnection(RequestReader, asyncio.Protocol):
         if self.busy or self.queue or self.sender.paused:
             self.queue.append(plan)
         else:
-            self._send(_UNPARSED, plan, plan.body)
+            self._refuse(plan)
 
     # -- answering ----------------------------------------------------------------------------
 
     def _dispatch(self, request: Request) -> None:
         """Answer from memory if possible, else start the slow path as a task."""
+        self._began = monotonic()
         site = self.site
         status = method_status(request.method)
         if status:
             self._send_error(request, status)
             return
-        content = site.content
-        entry = content.fresh(request.path)
-        if entry is not None and entry.kind != MISSING:
-            plan = site.responder.respond(request, entry)
-            file = plan.file
-            if plan.status >= 400:
-                pass  # error pages and listings may replace it: the slow path decides
-            elif file is None:
-                self._send(request, plan, plan.body)
-                return
-            elif content.from_memory(file):
-                data = content.cached_body(file)
-                if data is not None:
-                    if plan.part_heads or plan.length != len(data):
-                        data = body_of(plan, data)
-                    elif len(entry.variants) == 1 and not entry.vary:
-                        self._prepare(request, plan, data)
-                    self._send(request, plan, data)
-                    return
-            else:
-                self._stream_now(request, plan)
-                return
-        self._start(request, self._answer_retrying(request, entry))
+        if self.to_https:
+            location = https_location(request, site.https_port, self.local_host)
+            plan = site.responder.error(308, keep=[("Location", location)])
+            self._send(request, plan, plan.body)
+            return
+        docroot, entry, plan, data = from_cache(site, request)
+        if docroot is None:
+            self._send_error(request, int(site.config.unknown_host))
+            return
+        self.sender.content = docroot.content  # its files' bytes come through its helpers
+        if plan is None:
+            self._start(request, self._answer_retrying(request, entry, docroot))
+        elif data is not None:
+            if (plan.status == 200 and entry is not None and len(entry.variants) == 1
+                    and not entry.vary):
+                self._prepare(request, plan, data)
+            self._send(request, plan, data)
+        elif plan.file is None:
+            self._send(request, plan, None)
+        else:
+            self._stream_now(request, plan)
 
     def _prepare(self, request: Request, plan: Plan, data: bytes | bytearray) -> None:
         """Keep the whole 200 response for the next plain keep-alive GET of this target."""
         if (request.method == b"GET" and request.keep_alive and request.version == "1.1"
                 and not request.conditional and not plan.close):
-            self.site.prepared.keep(request.target, b"".join(
-                (plan.head, self.site.date.line, _END, data)), len(data))
+            site = self.site
+            key = request.target
+            if site.hosts is not None:
+                key = request.headers["host"].encode("latin-1") + b"\n" + key
+            site.prepared.keep(key, b"".join((plan.head, site.date.line, _END, data)),
+                               len(data))
 
     def _start(self, request: Request, work: Coroutine[Any, Any, None]) -> None:
         """Go on with a response in a task; the connection is ANSWERING until it is done."""
@@ -300,22 +360,23 @@ class HttpConnection(RequestReader, asyncio.Protocol):
         """A streamed response made progress: its next wait gets a whole send_timeout."""
         self._enter(ANSWERING)
 
-    async def _answer_retrying(self, request: Request, entry: Entry | None) -> None:
+    async def _answer_retrying(self, request: Request, entry: Entry | None, docroot: Docroot
+                               ) -> None:
         try:
-            await self._answer(request, entry)
+            await self._answer(request, entry, docroot)
         except FileChanged:
             if self._head_sent:
                 raise
             # Nothing sent yet: look the file up again and answer with its new version.
-            await self._answer(request, None)
+            await self._answer(request, None, docroot)
 
-    async def _answer(self, request: Request, entry: Entry | None) -> None:
+    async def _answer(self, request: Request, entry: Entry | None, docroot: Docroot) -> None:
         self._head_sent = False
-        plan = await decide(self.site, request, entry, self.peer)
+        plan = await decide(docroot, request, entry, self.peer)
         if plan.file is None:
             close = self._send(request, plan, plan.body, carry_on=False)
-        elif self.site.content.from_memory(plan.file):
-            data = await self.site.content.whole(plan.file)
+        elif docroot.content.from_memory(plan.file):
+            data = await docroot.content.whole(plan.file)
             close = self._send(request, plan, body_of(plan, data), carry_on=False)
         else:
             close = self._write_head(request, plan)
@@ -356,11 +417,12 @@ class HttpConnection(RequestReader, asyncio.Protocol):
             end = _END_KEEP_ALIVE_10
         else:
             end = _END
-        return self.site.date.line + end
+        return self.site.date.line + self.hsts + end
 
     def _log(self, request: Request, plan: Plan, sent_body: bool) -> None:
-        self.site.log_request(self.log_prefix, request.method, request.target, request.version,
-                              plan.status, plan.length if sent_body else 0)
+        self.site.log_request(self.log_addr, request.method, request.target, request.version,
+                              plan.status, plan.length if sent_body else 0, request.headers,
+                              plan.head, self._began)
 
     def _write_head(self, request: Request, plan: Plan) -> bool:
         """Write the head of a streamed response; returns whether to close afterwards."""
@@ -420,6 +482,11 @@ class HttpConnection(RequestReader, asyncio.Protocol):
         self._between_requests()
         self._run_queue()
 
+    def _refuse(self, plan: Plan) -> None:
+        """Send the refusal of a request that could not be parsed, now that its turn came."""
+        self._began = monotonic()
+        self._send(_UNPARSED, plan, plan.body)
+
     def _run_queue(self) -> None:
         queue = self.queue
         while queue and self.phase in (IDLE, HEAD):
@@ -427,7 +494,7 @@ class HttpConnection(RequestReader, asyncio.Protocol):
             if isinstance(item, Request):
                 self._dispatch(item)
             else:
-                self._send(_UNPARSED, item, item.body)
+                self._refuse(item)
         if queue or self.phase == CLOSING or self.transport is None:
             return
         if self._last_request_seen and not self.busy:
@@ -444,12 +511,6 @@ class HttpConnection(RequestReader, asyncio.Protocol):
         self._input_closed = True
         if self.transport is not None:
             self.transport.close()
-
-    def abort(self) -> None:
-        self.phase = CLOSING
-        self._input_closed = True
-        if self.transport is not None:
-            self.transport.abort()
 
     def drain_idle(self) -> None:
         """Shutting down: close now if no response is being written."""

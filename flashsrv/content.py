@@ -162,12 +162,12 @@ class Content:
     """
 
     def __init__(self, disk: Disk, cache_bytes: int, max_object: int, max_entries: int,
-                 suffixes: tuple[str, ...] = tuple(SIBLING_CODINGS), compress: bool = False
-                 ) -> None:
+                 suffixes: tuple[str, ...] = tuple(SIBLING_CODINGS),
+                 compress: tuple[str, ...] = (), data: DataCache | None = None) -> None:
         self.disk = disk
-        self.compress = compress
+        self.compress = compress  # the codings made on the fly (none: --compress is off)
         self.paths = PathCache(max_entries)
-        self.data = DataCache(cache_bytes)
+        self.data = DataCache(cache_bytes) if data is None else data  # shared by virtual hosts
         self.max_object = min(max_object, cache_bytes)
         self.small_object = min(SMALL_OBJECT, self.max_object)
         self.suffixes = suffixes
@@ -307,7 +307,7 @@ class Content:
             for variant in old.variants.values():
                 self.data.discard(variant.file.identity)
         if self.compress and new.variants:
-            await self._add_gzip(new)
+            await self._add_compressed(new)
         self.paths.put(key, new)
         return new
 
@@ -326,20 +326,21 @@ class Content:
             log.error("lookup of %r failed: [errno %s] %s", relpath, found.errno, found.message)
         return Entry(found.kind, relpath)
 
-    async def _add_gzip(self, entry: Entry) -> None:
-        """Give a compressible file without a .gz sibling a gzip variant, computed once per
-        file version (by the disk layer: compression is CPU work the loop must not do)."""
+    async def _add_compressed(self, entry: Entry) -> None:
+        """Give a compressible file a variant in each configured coding it has no sibling
+        for, computed once per file version by the disk layer (compression is CPU work the
+        loop must not do); the codings run side by side, each in a helper of its own."""
         source = entry.variants["identity"].file
-        if ("gzip" in entry.variants or not isinstance(source, OpenFile)
-                or not COMPRESS_MIN <= source.size <= COMPRESS_MAX
+        if (not isinstance(source, OpenFile) or not COMPRESS_MIN <= source.size <= COMPRESS_MAX
                 or not is_compressible(entry.content_type)):
             return
-        data = await self.disk.gzip(source)
-        if len(data) >= source.size:
-            return
-        file = GeneratedFile(source, len(data), "gzip")
-        self.data.put(file.identity, data)
-        entry.variants["gzip"] = Variant(file, "gzip")
+        codings = [coding for coding in self.compress if coding not in entry.variants]
+        results = await asyncio.gather(*(self.disk.compress(source, c) for c in codings))
+        for coding, data in zip(codings, results, strict=True):
+            if len(data) < source.size:
+                file = GeneratedFile(source, len(data), coding)
+                self.data.put(file.identity, data)
+                entry.variants[coding] = Variant(file, coding)
 
     def _variants(self, relpath: str, files: tuple[FileFacts, ...], fds: list[int]
                   ) -> dict[str, Variant]:
@@ -392,7 +393,7 @@ class Content:
 
     async def body(self, file: OpenFile | GeneratedFile) -> bytes:
         if isinstance(file, GeneratedFile):
-            data = await self.disk.gzip(file.source)
+            data = await self.disk.compress(file.source, file.coding)
             self._check_after_disk(file.source)
         else:
             data = await self.disk.read(file, 0, file.size)

@@ -6,7 +6,7 @@ open file to the main process, which then never touches a path itself. The main 
 registers its end with the event loop (`add_reader`): a helper finishing a job is a readiness
 event like any client socket. One job is in flight per helper; the rest wait in bounded queues.
 
-Two lanes: jobs on file bytes (read, warm, gzip: `wire.DATA_OPS`) may occupy all helpers but
+Two lanes: jobs on file bytes (read, warm, compress: `wire.DATA_OPS`) may occupy all helpers but
 a quarter (at least one, when there are two or more), so that lookups, revalidations and
 listings always find a helper even while many cold streams keep the disk busy.
 
@@ -115,6 +115,12 @@ class HelperPool(Disk):
     async def close(self) -> None:
         self._closing = True
         for helper in list(self._helpers):
+            job = self._finish(helper)  # a job in flight fails now: its helper is going away
+            if job is not None:
+                if job.timer is not None:
+                    job.timer.cancel()
+                if not job.future.done():
+                    job.future.set_exception(DiskUnavailable("server is stopping"))
             self._retire(helper)
         for queue in (self._queue, self._data_queue):
             for job in queue:

@@ -72,7 +72,10 @@ def serve(sock: socket.socket, root: str) -> None:
 def main(argv: list[str]) -> None:
     fd, root, parent_pid = int(argv[0]), argv[1], int(argv[2])
     die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The main process decides when helpers end (EOF on this socket, or its death): a signal
+    # sent to the whole process group (Ctrl-C, a HUP or USR1 to the group) is meant for it.
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         serve(sock, root)
