@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ServerProcess, start_server
+from support import Serve, ServerProcess, start_server
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def docroot(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., ServerProcess]]:
+def serve() -> Iterator[Serve]:
     """A factory with the arguments of `start_server`: every server it starts is stopped when
     the test ends, whatever the test did (a failed assertion cannot leak a server process)."""
     started: list[ServerProcess] = []
@@ -43,5 +43,5 @@ def serve() -> Iterator[Callable[..., ServerProcess]]:
 
 
 @pytest.fixture
-def server(docroot: Path, serve: Callable[..., ServerProcess]) -> ServerProcess:
+def server(docroot: Path, serve: Serve) -> ServerProcess:
     return serve(docroot, "--access-log", "-")

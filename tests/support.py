@@ -11,15 +11,23 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
+    import trustme
 
 LISTEN_RE = re.compile(r"flashsrv listening on http://(\[[^\]]+\]|[^:]+):(\d+)")
+HTTPS_LISTEN_RE = re.compile(r"flashsrv listening on https://(\[[^\]]+\]|[^:]+):(\d+)")
 
 
 @dataclass
@@ -31,10 +39,34 @@ class ServerProcess:
     port: int
     stdout_lines: list[str] = field(default_factory=list)
     stderr_lines: list[str] = field(default_factory=list)
+    https_port: int | None = None  # its HTTPS listener (started with https=True)
+    # Set on the view over_tls() returns: connect() (so get, exchange ...) then speaks TLS.
+    tls: ssl.SSLContext | None = None
+    # Set on the view over_h2() returns: get() and on_one_connection() then speak HTTP/2.
+    h2: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def http_version(self) -> str:
+        """The version its responses carry as `get` reports it."""
+        return "HTTP/2" if self.h2 else "HTTP/1.1"
+
+    def over_tls(self, context: ssl.SSLContext) -> ServerProcess:
+        """The same process seen through its HTTPS port, as a client trusting `context`."""
+        assert self.https_port is not None, "started without https=True"
+        return replace(self, port=self.https_port, tls=context)
+
+    def over_h2(self, context: ssl.SSLContext | None = None) -> ServerProcess:
+        """The same process spoken to in HTTP/2: over TLS with ALPN h2 on its HTTPS port, as a
+        client trusting `context` (which is set to offer h2 alone), or without a context as h2c
+        with prior knowledge on its plain port."""
+        if context is None:
+            return replace(self, h2=True)
+        context.set_alpn_protocols(["h2"])
+        return replace(self.over_tls(context), h2=True)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:
@@ -55,6 +87,11 @@ class ServerProcess:
     def helper_pids(self) -> list[int]:
         """Pids of the direct children of the server process (its helper processes)."""
         return children_of(self.proc.pid)
+
+
+# The type of the `serve` fixture (tests/conftest.py): start_server's arguments, and every
+# server it started is stopped when the test ends.
+Serve = Callable[..., ServerProcess]
 
 
 def children_of(pid: int) -> list[int]:
@@ -78,8 +115,10 @@ def start_server(
     host: str = "127.0.0.1",
     timeout: float = 15.0,
     preexec_fn=None,
+    https: bool = False,
 ) -> ServerProcess:
-    """Start `python -m flashsrv serve ROOT --port 0 ...` and wait for its listening line."""
+    """Start `python -m flashsrv serve ROOT --port 0 ...` and wait for its listening line
+    (https=True: for its https:// line too, which gives `https_port`)."""
     cmd = [sys.executable, "-m", "flashsrv", "serve"]
     if root is not None:
         cmd.append(str(root))
@@ -100,11 +139,13 @@ def start_server(
     threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True).start()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for line in list(err):
-            m = LISTEN_RE.search(line)
-            if m:
-                h = m.group(1).strip("[]")
-                return ServerProcess(proc, h, int(m.group(2)), out, err)
+        lines = list(err)
+        m = next(filter(None, map(LISTEN_RE.search, lines)), None)
+        tls = next(filter(None, map(HTTPS_LISTEN_RE.search, lines)), None)
+        if m and (tls or not https):
+            h = m.group(1).strip("[]")
+            return ServerProcess(proc, h, int(m.group(2)), out, err,
+                                 https_port=int(tls.group(2)) if tls else None)
         if proc.poll() is not None:
             time.sleep(0.1)
             raise RuntimeError(f"server exited with {proc.returncode}: {''.join(err)}")
@@ -114,7 +155,27 @@ def start_server(
 
 
 def connect(server: ServerProcess, timeout: float = 10.0) -> socket.socket:
-    return socket.create_connection((server.host, server.port), timeout=timeout)
+    """A connection to the server; a TLS one (handshake done) on an over_tls() view."""
+    return _secured(server, socket.create_connection((server.host, server.port),
+                                                     timeout=timeout))
+
+
+def _secured(server: ServerProcess, sock: socket.socket) -> socket.socket:
+    """sock as it is, or wrapped in TLS when server is an over_tls() view."""
+    if server.tls is None:
+        return sock
+    try:
+        return server.tls.wrap_socket(sock, server_hostname=server.host)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel's choice)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass
@@ -189,21 +250,50 @@ class ResponseReader:
             return True
 
 
-def exchange(server: ServerProcess, raw: bytes, head_request: bool = False) -> Response:
+def exchange(server: ServerProcess, raw: bytes, head_request: bool = False,
+             timeout: float = 10.0) -> Response:
     """Send raw request bytes on a fresh connection and read one response."""
-    with connect(server) as s:
+    assert not server.h2, "raw HTTP/1 bytes to an HTTP/2 view: use get or on_one_connection"
+    with connect(server, timeout=timeout) as s:
         s.sendall(raw)
         return ResponseReader(s).read(head_request=head_request)
 
 
 def get(server: ServerProcess, path: str, headers: dict[str, str] | None = None,
-        method: str = "GET", version: str = "HTTP/1.1") -> Response:
+        method: str = "GET", version: str = "HTTP/1.1", timeout: float = 10.0) -> Response:
+    """One request (Connection: close) on a fresh connection; the response read by its
+    Content-Length (see `fetch` for a response read to EOF). On an over_h2() view: one stream
+    on a fresh HTTP/2 connection, answered as the same `Response` (version "HTTP/2")."""
+    if server.h2:
+        assert version == "HTTP/1.1", f"an {version} request cannot go over HTTP/2"
+        return on_one_connection(server, (method, path, headers or {}), timeout=timeout)[0]
     lines = [f"{method} {path} {version}", f"Host: {server.host}:{server.port}",
              "Connection: close"]
     for k, v in (headers or {}).items():
         lines.append(f"{k}: {v}")
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return exchange(server, raw, head_request=(method == "HEAD"))
+    return exchange(server, raw, head_request=(method == "HEAD"), timeout=timeout)
+
+
+def on_one_connection(server: ServerProcess, *requests: tuple[str, str, dict[str, str]],
+                      timeout: float = 10.0) -> list[Response]:
+    """(method, path, headers) requests on one fresh connection, their responses in order.
+
+    HTTP/1.1: pipelined, the last with Connection: close, each response read by its
+    Content-Length, so body bytes a response should not have (a 304's, a HEAD's) are read as
+    the next one's head and fail it. On an over_h2() view: one stream after the other on one
+    HTTP/2 connection (whose client checks each stream's DATA against its Content-Length)."""
+    if server.h2:
+        from h2_client import exchanges
+
+        return exchanges(server, requests, timeout=timeout)
+    raw = b"".join(request_bytes(server, path, method, headers=headers,
+                                 close=i == len(requests) - 1)
+                   for i, (method, path, headers) in enumerate(requests))
+    with connect(server, timeout=timeout) as s:
+        s.sendall(raw)
+        reader = ResponseReader(s)
+        return [reader.read(head_request=(method == "HEAD")) for method, _, _ in requests]
 
 
 # --- Generic helpers added for the socket-level suites (polling, processes, raw requests) ---
@@ -291,6 +381,20 @@ def read_until_eof(sock: socket.socket, timeout: float = 10.0, limit: int = 1 <<
     return b"".join(chunks)
 
 
+def decompress(coding: str, data: bytes) -> bytes:
+    """A body in a content-coding flashsrv makes (gzip, br, zstd), decoded."""
+    import gzip
+
+    import brotli
+    import zstandard
+
+    if coding == "br":
+        return brotli.decompress(data)
+    if coding == "zstd":
+        return zstandard.ZstdDecompressor().decompress(data)
+    return gzip.decompress(data) if coding == "gzip" else data
+
+
 def parse_byteranges(resp: Response) -> list[tuple[dict[str, str], bytes]]:
     """The parts of a multipart/byteranges body as (headers, data), checking its framing.
 
@@ -330,16 +434,25 @@ def split_response(data: bytes, what: str = "the request") -> tuple[int, dict[st
     return int(lines[0].split(" ")[1]), headers, body
 
 
-def fetch_to_eof(server: ServerProcess, path: str,
-                 timeout: float = 10.0) -> tuple[int, dict[str, str], bytes, bool]:
-    """GET on a fresh connection read to EOF: (status, headers dict, body, complete), where
-    complete says the body has the length its Content-Length promised (or there is none)."""
+def fetch(server: ServerProcess, path: str, headers: dict[str, str] | None = None,
+          method: str = "GET", timeout: float = 10.0,
+          whole: bool = False) -> tuple[int, dict[str, str], bytes, bool]:
+    """One request (Connection: close) on a fresh connection, read to EOF: (status, headers
+    with lower-cased names, body, complete), where complete says the body has the length its
+    Content-Length promised (or there is none; it means nothing for HEAD).
+
+    Fails the test when a body shows a traceback, and, with whole=True, when the body is not
+    the promised length (a misframed response)."""
     with connect(server, timeout=timeout) as s:
-        s.sendall(request_bytes(server, path, close=True))
+        s.sendall(request_bytes(server, path, method, headers=headers, close=True))
         data = read_until_eof(s, timeout=timeout, limit=1 << 30)
-    status, headers, body = split_response(data, path)
-    complete = int(headers.get("content-length", len(body))) == len(body)
-    return status, headers, body, complete
+    status, response_headers, body = split_response(data, path)
+    assert b"Traceback" not in body
+    complete = int(response_headers.get("content-length", len(body))) == len(body)
+    if whole:
+        assert complete, (f"{path}: Content-Length {response_headers['content-length']} but "
+                          f"{len(body)} body bytes")
+    return status, response_headers, body, complete
 
 
 def helpers_of(server: ServerProcess, count: int, exclude: tuple[int, ...] = (),
@@ -379,6 +492,7 @@ def slow_connection(server: ServerProcess, path: str, close: bool = False,
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         s.settimeout(timeout)
         s.connect((server.host, server.port))
+        s = _secured(server, s)
         s.sendall(request_bytes(server, path, close=close))
     except BaseException:
         s.close()
@@ -459,6 +573,7 @@ def serve_refused(root: Path | str, *args: str, failure: str) -> tuple[int, str]
 # test_syscall_audit.py)
 
 ADMIN_RE = re.compile(r"flashsrv admin endpoint on http://(\[[^\]]+\]|[^:]+):(\d+)")
+SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")  # name{labels} value
 # What a mount that FUSE itself refuses says (no device, no permission in this container).
 FUSE_REFUSED = ("fuse: device not found", "failed to open /dev/fuse", "Permission denied",
                 "Operation not permitted", "fusermount: ")
@@ -477,16 +592,22 @@ def admin_address(server: ServerProcess, timeout: float = 5.0) -> tuple[str, int
 
 def scrape_metrics(admin: tuple[str, int], timeout: float = 10.0) -> dict[str, float]:
     """GET /metrics: every sample by its full name (labels included, e.g.
-    'flashsrv_requests_total{status="200"}')."""
+    'flashsrv_requests_total{status="200"}'). Checks the exposition format on the way: the
+    Content-Length, the Content-Type, and that every line is a sample, # HELP or # TYPE."""
     with socket.create_connection(admin, timeout=timeout) as s:
         s.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        status, _, body = split_response(read_until_eof(s, timeout=timeout), "/metrics")
+        status, headers, body = split_response(read_until_eof(s, timeout=timeout), "/metrics")
     assert status == 200, f"/metrics answered {status}"
+    assert int(headers["content-length"]) == len(body)
+    assert headers["content-type"].startswith("text/plain; version=0.0.4")
     samples = {}
     for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
+        if not line or line.startswith("#"):
+            assert not line or line.startswith(("# HELP ", "# TYPE ")), line
+            continue
+        m = SAMPLE_RE.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
     return samples
 
 
@@ -726,3 +847,125 @@ def memory_answers(metrics: dict[str, float]) -> float:
     """Responses answered from memory so far: data-cache hits plus prepared (fast-lane) ones."""
     return (metrics.get("flashsrv_data_cache_hits_total", 0)
             + metrics.get("flashsrv_prepared_hits_total", 0))
+
+
+# --- HTTPS: certificates from a test CA ------------------------------------------------------
+
+
+@dataclass
+class TlsFiles:
+    """A test CA (trustme) and a certificate it issued for 127.0.0.1, localhost and
+    flashsrv.test (a name for curl --resolve), as the PEM files flashsrv reads (`args`) and
+    the CA file a client trusts (`ca_file`)."""
+
+    ca: trustme.CA
+    cert: Path  # the chain, leaf first
+    key: Path
+    ca_file: Path
+    serial: int = 0  # of the certificate first written to `cert`
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """`flashsrv serve` options for HTTPS on a free port with these files."""
+        return ("--tls-cert", str(self.cert), "--tls-key", str(self.key), "--tls-port", "0")
+
+    def issue(self, cert: Path | None = None, key: Path | None = None) -> int:
+        """A new certificate and key written over `cert` and `key` (by default the files the
+        server was started with); the new certificate's serial number."""
+        from cryptography import x509
+
+        leaf = self.ca.issue_cert("127.0.0.1", "localhost", "flashsrv.test")
+        (cert or self.cert).write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+        (key or self.key).write_bytes(leaf.private_key_pem.bytes())
+        return x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).serial_number
+
+    def client_context(self) -> ssl.SSLContext:
+        """What a careful client uses: the test CA trusted, the host name checked."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+def tls_files(folder: Path) -> TlsFiles:
+    """A fresh test CA and server certificate in folder (fullchain.pem, privkey.pem, ca.pem)."""
+    import trustme
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    files = TlsFiles(ca, folder / "fullchain.pem", folder / "privkey.pem", folder / "ca.pem")
+    ca.cert_pem.write_to_path(str(files.ca_file))
+    files.serial = files.issue()
+    return files
+
+
+def peer_serial(sock: socket.socket) -> int:
+    """The serial number of the certificate the server presented on a TLS connection."""
+    assert isinstance(sock, ssl.SSLSocket), "not a TLS connection"
+    cert = sock.getpeercert()
+    assert cert, "no verified peer certificate"
+    serial = cert["serialNumber"]
+    assert isinstance(serial, str)
+    return int(serial, 16)
+
+
+SCHEMES = ("http", "https")
+SCHEMES_AND_H2 = (*SCHEMES, "h2")
+
+
+class Servers:
+    """A test module's server once per scheme, each started on first use with the same root
+    and options, so that a conformance suite can run a test over plain HTTP and again over
+    TLS (`on_both_schemes`), and over HTTP/2 too (`on_all_schemes`). The https one has a fresh
+    test certificate (made in tls_folder) and is seen through its HTTPS port; "h2" is that same
+    process seen through its HTTPS port with ALPN h2 (`over_h2`); the http one is exactly
+    `start_server(root, *args)`."""
+
+    def __init__(self, root: Path | str, *args: str, tls_folder: Path) -> None:
+        self.root = root
+        self.args = args
+        self.tls_folder = tls_folder
+        self.started: dict[str, ServerProcess] = {}
+        self.tls: TlsFiles | None = None
+
+    def __getitem__(self, scheme: str) -> ServerProcess:
+        if scheme not in self.started:
+            if scheme == "http":
+                self.started[scheme] = start_server(self.root, *self.args)
+            elif scheme == "https":
+                self.tls = tls_files(self.tls_folder)
+                server = start_server(self.root, *self.tls.args, *self.args, https=True)
+                self.started[scheme] = server.over_tls(self.tls.client_context())
+            else:
+                assert scheme == "h2", f"no scheme {scheme!r}"
+                https = self["https"]
+                assert self.tls is not None
+                self.started[scheme] = https.over_h2(self.tls.client_context())
+        return self.started[scheme]
+
+    def __enter__(self) -> Servers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for server in self.started.values():
+            server.stop()
+
+
+def scheme_of(request: pytest.FixtureRequest) -> str:
+    """The scheme a fixture parametrised by `on_both_schemes` or `on_all_schemes` is asked for
+    ("http" when the test is not marked)."""
+    return getattr(request, "param", "http")
+
+
+def on_both_schemes(fixture: str) -> pytest.MarkDecorator:
+    """Mark: run the test with `fixture` over plain HTTP, then over TLS (the fixture picks its
+    server with `scheme_of(request)`)."""
+    import pytest
+
+    return pytest.mark.parametrize(fixture, SCHEMES, indirect=True)
+
+
+def on_all_schemes(fixture: str) -> pytest.MarkDecorator:
+    """Mark: as `on_both_schemes`, then once more over HTTP/2 (TLS, ALPN h2), for a test about
+    HTTP semantics that makes its requests with `get` or `on_one_connection` only (not about
+    HTTP/1.1 framing: no raw bytes, no keep-alive or pipelining of its own)."""
+    import pytest
+
+    return pytest.mark.parametrize(fixture, SCHEMES_AND_H2, indirect=True)

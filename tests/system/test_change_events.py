@@ -5,24 +5,21 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ServerProcess, admin_address, get, scrape_metrics, start_server, wait_until
+from support import Serve, ServerProcess, admin_address, get, scrape_metrics, wait_until
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
+def served(tmp_path: Path, serve: Serve) -> tuple[ServerProcess, Path]:
     root = tmp_path / "www"
     (root / "docs").mkdir(parents=True)
     (root / "docs" / "page.txt").write_text("v1\n")
     (root / "data").mkdir()
     (root / "data" / "target.txt").write_text("t1\n")
     os.symlink("data/target.txt", root / "link.txt")
-    server = start_server(root, "--admin-port", "0", "--access-log", "off")
-    yield server, root
-    server.stop()
+    return serve(root, "--admin-port", "0", "--access-log", "off"), root
 
 
 def metric(server: ServerProcess, name: str) -> float:

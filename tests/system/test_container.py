@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("TEST_PODMAN_DIR", "/var/tmp/flashsrv-podman"))
@@ -189,12 +190,6 @@ def image(podman: Podman) -> str:
         # Superseded layers of earlier builds: dropped once they are a few days old.
         podman.run("image", "prune", "--force", "--filter", "until=72h", check=False)
     return IMAGE
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:

@@ -26,11 +26,12 @@ from pathlib import Path
 import pytest
 from support import (
     ResponseReader,
+    Serve,
     ServerProcess,
     SlowDownload,
     admin_address,
     connect,
-    fetch_to_eof,
+    fetch,
     fuse_mount,
     get,
     helpers_of,
@@ -38,7 +39,6 @@ from support import (
     request_bytes,
     resume,
     scrape_metrics,
-    start_server,
     wait_until,
 )
 
@@ -49,13 +49,6 @@ def pattern(size: int, salt: bytes) -> bytes:
     """size bytes whose every 32-byte block differs (position and salt are hashed in)."""
     blocks = (hashlib.sha256(salt + i.to_bytes(8, "big")).digest() for i in range(size // 32 + 1))
     return b"".join(blocks)[:size]
-
-
-def fetch(server: ServerProcess, path: str, timeout: float = 10.0):
-    """(status, headers, body, complete) for a GET on a fresh connection read to EOF."""
-    status, headers, body, complete = fetch_to_eof(server, path, timeout)
-    assert b"Traceback" not in body
-    return status, headers, body, complete
 
 
 @pytest.fixture
@@ -69,12 +62,13 @@ def root(tmp_path: Path) -> Path:
 # --- helpers stuck or killed -----------------------------------------------------------------
 
 
-def test_stopped_helper_fails_its_request_quickly_and_is_replaced_every_time(root: Path):
+def test_stopped_helper_fails_its_request_quickly_and_is_replaced_every_time(root: Path,
+                                                                            serve: Serve):
     rounds = 3
     for i in range(rounds + 1):
         (root / f"cold{i}.txt").write_bytes(b"cold %d\n" % i)
-    server = start_server(root, "--helpers", "1", "--helper-timeout", "1", "--access-log", "off",
-                          "--admin-port", "0")
+    server = serve(root, "--helpers", "1", "--helper-timeout", "1", "--access-log", "off",
+                   "--admin-port", "0")
     admin = admin_address(server)
     stopped: list[int] = []
     try:
@@ -102,15 +96,15 @@ def test_stopped_helper_fails_its_request_quickly_and_is_replaced_every_time(roo
         assert "Traceback" not in server.stderr_text()
     finally:
         resume(*stopped)
-        server.stop()
 
 
-def test_helpers_killed_over_and_over_during_cold_requests_never_corrupt_a_response(root: Path):
+def test_helpers_killed_over_and_over_during_cold_requests_never_corrupt_a_response(
+        root: Path, serve: Serve):
     n = 120
     bodies = {i: pattern(2000 + 37 * i, b"k%d" % i) for i in range(n)}
     for i, body in bodies.items():
         (root / f"f{i}.bin").write_bytes(body)
-    server = start_server(root, "--helpers", "2", "--helper-timeout", "2", "--access-log", "off")
+    server = serve(root, "--helpers", "2", "--helper-timeout", "2", "--access-log", "off")
     rng = random.Random(6)
     kills = 0
 
@@ -140,17 +134,14 @@ def test_helpers_killed_over_and_over_during_cold_requests_never_corrupt_a_respo
             assert complete and body == bodies[i], f"/f{i}.bin: wrong bytes under a 200"
     for timer in timers:
         timer.join(2)
-    try:
-        assert kills >= 10, f"only {kills} helpers were killed: the test proves little"
-        assert outcomes.get(200, 0) >= n // 4, outcomes
-        helpers_of(server, 2)
-        for i in range(0, n, 10):  # every file is served correctly once the killing stops
-            status, _, body, _ = fetch(server, f"/f{i}.bin")
-            assert (status, body == bodies[i]) == (200, True), i
-        assert server.proc.poll() is None
-        assert "Traceback" not in server.stderr_text()
-    finally:
-        server.stop()
+    assert kills >= 10, f"only {kills} helpers were killed: the test proves little"
+    assert outcomes.get(200, 0) >= n // 4, outcomes
+    helpers_of(server, 2)
+    for i in range(0, n, 10):  # every file is served correctly once the killing stops
+        status, _, body, _ = fetch(server, f"/f{i}.bin")
+        assert (status, body == bodies[i]) == (200, True), i
+    assert server.proc.poll() is None
+    assert "Traceback" not in server.stderr_text()
 
 
 # --- files changing under a response in flight ----------------------------------------------
@@ -168,10 +159,8 @@ def download_in_flight(server: ServerProcess, root: Path, name: str, size: int,
 
 
 @pytest.fixture
-def big_server(root: Path):
-    server = start_server(root, "--cache-bytes", "4M", "--access-log", "off")
-    yield server
-    server.stop()
+def big_server(root: Path, serve: Serve) -> ServerProcess:
+    return serve(root, "--cache-bytes", "4M", "--access-log", "off")
 
 
 def test_file_truncated_while_sent_is_never_a_wrong_body_and_new_length_follows(big_server,
@@ -221,25 +210,22 @@ def test_file_deleted_while_sent_completes_with_old_bytes_then_404(big_server, r
     assert dl.body == original
 
 
-def test_document_root_removed_and_recreated(tmp_path: Path):
+def test_document_root_removed_and_recreated(tmp_path: Path, serve: Serve):
     www = tmp_path / "site"
     www.mkdir()
     (www / "page.txt").write_bytes(b"version 1\n")
-    server = start_server(www, "--access-log", "off")
-    try:
-        assert fetch(server, "/page.txt")[:1] == (200,)
-        shutil.rmtree(www)
-        assert wait_until(lambda: fetch(server, "/page.txt")[0] in (404, 500), timeout=3,
-                          interval=0.1), "files still served after the root was removed"
-        assert fetch(server, "/")[0] in (404, 500, 403)
-        www.mkdir()
-        (www / "page.txt").write_bytes(b"version 2\n")
-        assert wait_until(lambda: fetch(server, "/page.txt")[::2] == (200, b"version 2\n"),
-                          timeout=3, interval=0.1), "not served again after the root came back"
-        assert server.proc.poll() is None
-        assert "Traceback" not in server.stderr_text()
-    finally:
-        server.stop()
+    server = serve(www, "--access-log", "off")
+    assert fetch(server, "/page.txt")[:1] == (200,)
+    shutil.rmtree(www)
+    assert wait_until(lambda: fetch(server, "/page.txt")[0] in (404, 500), timeout=3,
+                      interval=0.1), "files still served after the root was removed"
+    assert fetch(server, "/")[0] in (404, 500, 403)
+    www.mkdir()
+    (www / "page.txt").write_bytes(b"version 2\n")
+    assert wait_until(lambda: fetch(server, "/page.txt")[::2] == (200, b"version 2\n"),
+                      timeout=3, interval=0.1), "not served again after the root came back"
+    assert server.proc.poll() is None
+    assert "Traceback" not in server.stderr_text()
 
 
 # --- a disk that answers EIO, through a FUSE test filesystem (tests/eio_fs.py) ----------------
@@ -249,7 +235,8 @@ EIO_LATE_OK = 2 * MiB  # bytes of an eio-late-* file that read fine (eio_fs.LATE
 @pytest.fixture
 def eio_mount(tmp_path: Path):
     """(backing, mountpoint): tests/eio_fs.py mirroring backing, whose eio-* files fail with
-    EIO; skips only when FUSE cannot mount here at all."""
+    EIO; skips only when FUSE cannot mount here at all. A test names it before `serve`, so
+    that its server is stopped before the unmount."""
     backing = tmp_path / "backing"
     backing.mkdir()
     (backing / "index.html").write_text("<h1>home</h1>\n")
@@ -283,48 +270,43 @@ def _still_serving(server: ServerProcess, helpers: list[int]) -> None:
 
 
 @pytest.mark.parametrize("model", ["amped", "threads", "sped"])
-def test_eio_on_a_small_file_gets_500_and_a_log_line(eio_mount, model: str):
+def test_eio_on_a_small_file_gets_500_and_a_log_line(eio_mount, model: str, serve: Serve):
     _, mountpoint = eio_mount
-    server = start_server(mountpoint, "--model", model, "--access-log", "off")
-    try:
-        helpers = sorted(server.helper_pids())
-        assert fetch(server, "/ok.txt")[::2] == (200, b"fine\n"), "the mount serves nothing"
-        for attempt in range(2):  # a second time: the failure is not cached into something else
-            status, headers, body, complete = fetch(server, "/eio-small.txt")
-            assert status == 500, f"attempt {attempt}: {status} {body[:200]!r}"
-            assert complete and headers.get("content-type", "").startswith("text/html")
-            assert 0 < len(body) < 4096, f"a large 500 body: {len(body)} bytes"
-            assert b"unreadable" not in body
-        line = _log_line_about(server, "eio-small.txt")
-        assert line, f"no log line naming eio-small.txt and EIO: {server.stderr_text()!r}"
-        _still_serving(server, helpers)
-    finally:
-        server.stop()
+    server = serve(mountpoint, "--model", model, "--access-log", "off")
+    helpers = sorted(server.helper_pids())
+    assert fetch(server, "/ok.txt")[::2] == (200, b"fine\n"), "the mount serves nothing"
+    for attempt in range(2):  # a second time: the failure is not cached into something else
+        status, headers, body, complete = fetch(server, "/eio-small.txt")
+        assert status == 500, f"attempt {attempt}: {status} {body[:200]!r}"
+        assert complete and headers.get("content-type", "").startswith("text/html")
+        assert 0 < len(body) < 4096, f"a large 500 body: {len(body)} bytes"
+        assert b"unreadable" not in body
+    line = _log_line_about(server, "eio-small.txt")
+    assert line, f"no log line naming eio-small.txt and EIO: {server.stderr_text()!r}"
+    _still_serving(server, helpers)
 
 
 @pytest.mark.parametrize("model", ["amped", "threads", "sped"])
-def test_eio_midway_through_a_large_file_is_never_a_complete_200(eio_mount, model: str):
+def test_eio_midway_through_a_large_file_is_never_a_complete_200(eio_mount, model: str,
+                                                                 serve: Serve):
     backing, mountpoint = eio_mount
-    server = start_server(mountpoint, "--model", model, "--access-log", "off")
-    try:
-        helpers = sorted(server.helper_pids())
-        status, _, body, complete = fetch(server, "/ok-big.bin")
-        assert (status, complete) == (200, True), "a large file does not stream from the mount"
-        assert body == (backing / "ok-big.bin").read_bytes()
-        original = (backing / "eio-late-big.bin").read_bytes()
-        status, headers, body, complete = fetch(server, "/eio-late-big.bin")
-        if status == 200:
-            assert not complete, "a complete 200 for a file whose later reads fail with EIO"
-            assert int(headers["content-length"]) == len(original)
-            assert len(body) <= EIO_LATE_OK, f"{len(body)} bytes sent, only {EIO_LATE_OK} read"
-            assert body == original[: len(body)], "the bytes sent before the cut are wrong"
-        else:
-            assert status == 500, f"{status} {body[:200]!r}"
-        line = _log_line_about(server, "eio-late-big.bin")
-        assert line, f"no log line naming eio-late-big.bin and EIO: {server.stderr_text()!r}"
-        _still_serving(server, helpers)
-    finally:
-        server.stop()
+    server = serve(mountpoint, "--model", model, "--access-log", "off")
+    helpers = sorted(server.helper_pids())
+    status, _, body, complete = fetch(server, "/ok-big.bin")
+    assert (status, complete) == (200, True), "a large file does not stream from the mount"
+    assert body == (backing / "ok-big.bin").read_bytes()
+    original = (backing / "eio-late-big.bin").read_bytes()
+    status, headers, body, complete = fetch(server, "/eio-late-big.bin")
+    if status == 200:
+        assert not complete, "a complete 200 for a file whose later reads fail with EIO"
+        assert int(headers["content-length"]) == len(original)
+        assert len(body) <= EIO_LATE_OK, f"{len(body)} bytes sent, only {EIO_LATE_OK} read"
+        assert body == original[: len(body)], "the bytes sent before the cut are wrong"
+    else:
+        assert status == 500, f"{status} {body[:200]!r}"
+    line = _log_line_about(server, "eio-late-big.bin")
+    assert line, f"no log line naming eio-late-big.bin and EIO: {server.stderr_text()!r}"
+    _still_serving(server, helpers)
 
 
 # --- permissions, checked by a server that is not root ---------------------------------------
@@ -344,7 +326,7 @@ def _nobody_can_run_python() -> bool:
     return True
 
 
-def test_unprivileged_server_answers_403_for_unreadable_files_and_folders():
+def test_unprivileged_server_answers_403_for_unreadable_files_and_folders(serve: Serve):
     if os.geteuid() != 0:
         pytest.skip("needs root to start the server as nobody")
     if not _nobody_can_run_python():
@@ -365,16 +347,13 @@ def test_unprivileged_server_answers_403_for_unreadable_files_and_folders():
         for p in (www, www / "open.txt"):
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
 
-        server = start_server(www, "--access-log", "off", preexec_fn=_drop_privileges)
-        try:
-            assert fetch(server, "/open.txt")[::2] == (200, b"open\n")
-            assert fetch(server, "/locked.txt")[0] == 403
-            assert fetch(server, "/closed/inside.txt")[0] == 403
-            assert fetch(server, "/closed/")[0] == 403
-            assert server.proc.poll() is None
-            assert "Traceback" not in server.stderr_text()
-        finally:
-            server.stop()
+        server = serve(www, "--access-log", "off", preexec_fn=_drop_privileges)
+        assert fetch(server, "/open.txt")[::2] == (200, b"open\n")
+        assert fetch(server, "/locked.txt")[0] == 403
+        assert fetch(server, "/closed/inside.txt")[0] == 403
+        assert fetch(server, "/closed/")[0] == 403
+        assert server.proc.poll() is None
+        assert "Traceback" not in server.stderr_text()
     finally:
         for p in base.rglob("*"):
             if not p.is_symlink():
@@ -386,12 +365,13 @@ def test_unprivileged_server_answers_403_for_unreadable_files_and_folders():
 
 
 def test_sighup_applies_new_headers_without_dropping_keepalive_connections(root: Path,
-                                                                         tmp_path: Path):
+                                                                         tmp_path: Path,
+                                                                         serve: Serve):
     (root / "page.txt").write_bytes(b"page\n")
     config = tmp_path / "flashsrv.toml"
     config.write_text('[headers]\nX-Site-Version = "one"\n')
-    server = start_server(root, "--config", str(config), "--access-log", "off",
-                          "--keepalive-timeout", "30")
+    server = serve(root, "--config", str(config), "--access-log", "off",
+                   "--keepalive-timeout", "30")
     socks = []
     try:
         for _ in range(3):
@@ -421,47 +401,42 @@ def test_sighup_applies_new_headers_without_dropping_keepalive_connections(root:
     finally:
         for s, _ in socks:
             s.close()
-        server.stop()
 
 
 def test_sigusr1_after_logrotate_writes_to_a_new_file_at_the_original_path(root: Path,
-                                                                          tmp_path: Path):
+                                                                          tmp_path: Path,
+                                                                          serve: Serve):
     (root / "page.txt").write_bytes(b"page\n")
     log = tmp_path / "access.log"
-    server = start_server(root, "--access-log", str(log))
-    try:
-        assert get(server, "/page.txt?before").status == 200
-        assert wait_until(lambda: log.exists() and b"?before" in log.read_bytes(), timeout=3)
-        rotated = tmp_path / "access.log.1"
-        log.rename(rotated)
-        server.proc.send_signal(signal.SIGUSR1)
-        assert wait_until(log.exists, timeout=3), "no new log file after SIGUSR1"
-        assert get(server, "/page.txt?after").status == 200
-        assert wait_until(lambda: b"?after" in log.read_bytes(), timeout=3), \
-            "request after SIGUSR1 not logged at the original path"
-        assert b"?after" not in rotated.read_bytes(), "still writing to the rotated file"
-        assert b"?before" in rotated.read_bytes()
-    finally:
-        server.stop()
+    server = serve(root, "--access-log", str(log))
+    assert get(server, "/page.txt?before").status == 200
+    assert wait_until(lambda: log.exists() and b"?before" in log.read_bytes(), timeout=3)
+    rotated = tmp_path / "access.log.1"
+    log.rename(rotated)
+    server.proc.send_signal(signal.SIGUSR1)
+    assert wait_until(log.exists, timeout=3), "no new log file after SIGUSR1"
+    assert get(server, "/page.txt?after").status == 200
+    assert wait_until(lambda: b"?after" in log.read_bytes(), timeout=3), \
+        "request after SIGUSR1 not logged at the original path"
+    assert b"?after" not in rotated.read_bytes(), "still writing to the rotated file"
+    assert b"?before" in rotated.read_bytes()
 
 
-def test_sigterm_cuts_a_download_that_outlasts_the_grace_period_and_exits_0(root: Path):
+def test_sigterm_cuts_a_download_that_outlasts_the_grace_period_and_exits_0(root: Path,
+                                                                            serve: Serve):
     (root / "big.bin").write_bytes(pattern(32 * MiB, b"grace"))
-    server = start_server(root, "--grace", "1", "--access-log", "off")
+    server = serve(root, "--grace", "1", "--access-log", "off")
+    dl = SlowDownload(server, "/big.bin", first=256 * 1024)
+    start = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
     try:
-        dl = SlowDownload(server, "/big.bin", first=256 * 1024)
-        start = time.monotonic()
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            code = server.proc.wait(6)
-        except Exception:
-            pytest.fail("server still running 6 s after SIGTERM with --grace 1")
-        elapsed = time.monotonic() - start
-        assert code == 0
-        assert 0.8 < elapsed < 4, f"exited {elapsed:.2f} s after SIGTERM with --grace 1"
-        assert not dl.finish(), "a client reading nothing cannot have received 32 MiB"
-        # A new connection is refused once the server has gone.
-        with pytest.raises(OSError):
-            socket.create_connection((server.host, server.port), timeout=2).close()
-    finally:
-        server.stop(signal.SIGKILL)
+        code = server.proc.wait(6)
+    except Exception:
+        pytest.fail("server still running 6 s after SIGTERM with --grace 1")
+    elapsed = time.monotonic() - start
+    assert code == 0
+    assert 0.8 < elapsed < 4, f"exited {elapsed:.2f} s after SIGTERM with --grace 1"
+    assert not dl.finish(), "a client reading nothing cannot have received 32 MiB"
+    # A new connection is refused once the server has gone.
+    with pytest.raises(OSError):
+        socket.create_connection((server.host, server.port), timeout=2).close()

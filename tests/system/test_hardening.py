@@ -37,11 +37,13 @@ from pathlib import Path
 import pytest
 from support import (
     ResponseReader,
+    Serve,
     ServerProcess,
     abort_connection,
     admin_address,
     assert_no_leaks,
     connect,
+    get,
     memory_answers,
     percentile,
     raise_nofile_limit,
@@ -49,7 +51,6 @@ from support import (
     rss_bytes,
     scrape_metrics,
     socket_fd_count,
-    start_server,
     wait_until,
 )
 
@@ -98,29 +99,18 @@ class Served:
 
 
 @contextlib.contextmanager
-def guarded_server(root: Path, *args: str) -> Iterator[Served]:
-    """A server with its admin endpoint, warmed by one request, its socket baseline taken with
-    no client connected; when the block ends without an error, the shared teardown check runs
-    (so no test can forget it). The server is stopped in any case."""
-    server = start_server(root, "--admin-port", "0", "--access-log", "off", *args)
-    try:
-        admin = admin_address(server)
-        status, body = fetch(server, SMALL)
-        assert (status, body) == (200, SMALL_BODY), f"warm-up request: {status}"
-        assert wait_until(lambda: scrape_metrics(admin)["flashsrv_open_connections"] == 0, 5)
-        served = Served(server, admin, socket_fd_count(server.proc.pid))
-        yield served
-        assert_no_leaks(server, admin, served.socket_baseline)
-    finally:
-        server.stop()
-
-
-def fetch(server: ServerProcess, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """One GET on a fresh connection (Connection: close): (status, body)."""
-    with connect(server, timeout=timeout) as s:
-        s.sendall(request_bytes(server, path, close=True))
-        resp = ResponseReader(s).read()
-    return resp.status, resp.body
+def guarded_server(serve: Serve, root: Path, *args: str) -> Iterator[Served]:
+    """A server (started by the `serve` fixture, which stops it) with its admin endpoint,
+    warmed by one request, its socket baseline taken with no client connected; when the block
+    ends without an error, the shared teardown check runs (so no test can forget it)."""
+    server = serve(root, "--admin-port", "0", "--access-log", "off", *args)
+    admin = admin_address(server)
+    r = get(server, SMALL, timeout=5)
+    assert (r.status, r.body) == (200, SMALL_BODY), f"warm-up request: {r.status}"
+    assert wait_until(lambda: scrape_metrics(admin)["flashsrv_open_connections"] == 0, 5)
+    served = Served(server, admin, socket_fd_count(server.proc.pid))
+    yield served
+    assert_no_leaks(server, admin, served.socket_baseline)
 
 
 def main_rss(served: Served) -> int:
@@ -164,15 +154,15 @@ class FreshProbe:
         while not self._stop.wait(self.interval):
             start = time.monotonic()
             try:
-                status, body = fetch(self.server, SMALL, timeout=self.timeout)
+                r = get(self.server, SMALL, timeout=self.timeout)
             except OSError as exc:
                 self.failures.append(f"{time.monotonic() - start:.2f} s: "
                                      f"{type(exc).__name__}: {exc}")
                 continue
-            if (status, body) == (200, SMALL_BODY):
+            if (r.status, r.body) == (200, SMALL_BODY):
                 self.latencies.append(time.monotonic() - start)
             else:
-                self.failures.append(f"{status} {body[:60]!r}")
+                self.failures.append(f"{r.status} {r.body[:60]!r}")
 
     @property
     def attempts(self) -> int:
@@ -240,12 +230,12 @@ def aborted_download(server: ServerProcess, rng: random.Random, style: str) -> s
     return None
 
 
-def test_aborted_downloads_leave_no_connection_or_descriptor_behind(site: Path):
+def test_aborted_downloads_leave_no_connection_or_descriptor_behind(site: Path, serve: Serve):
     seed = random.randrange(1 << 32)
     styles = [ABORT_STYLES[i % len(ABORT_STYLES)] for i in range(DOWNLOADS)]
     random.Random(seed).shuffle(styles)
     problems: list[str] = []
-    with guarded_server(site) as served:
+    with guarded_server(serve, site) as served:
         def client(index: int) -> None:
             rng = random.Random(seed + index)
             for style in styles[index::DOWNLOAD_THREADS]:
@@ -263,7 +253,8 @@ def test_aborted_downloads_leave_no_connection_or_descriptor_behind(site: Path):
         assert not any(t.is_alive() for t in threads), "a download thread is stuck"
         assert not problems, (f"{len(problems)} of {DOWNLOADS} downloads went wrong (seed "
                               f"{seed}): {problems[:5]}")
-        assert fetch(served.server, SMALL) == (200, SMALL_BODY)
+        r = get(served.server, SMALL, timeout=5)
+        assert (r.status, r.body) == (200, SMALL_BODY)
         print(f"{DOWNLOADS} aborted downloads in {elapsed:.1f} s (seed {seed})")
     # guarded_server's teardown: 0 leaked slots and 0 leaked descriptors within 5 s
 
@@ -292,12 +283,12 @@ def open_non_readers(served: Served, path: str, count: int) -> list[socket.socke
 
 
 @pytest.mark.parametrize("path", [ONE_MIB, CACHED], ids=["1MiB-sendfile", "60KB-data-cache"])
-def test_clients_that_never_read_cost_bounded_memory(site: Path, path: str):
+def test_clients_that_never_read_cost_bounded_memory(site: Path, path: str, serve: Serve):
     raise_nofile_limit(SLOW_READERS * 2 + 512)  # the server inherits it
-    with guarded_server(site) as served:
+    with guarded_server(serve, site) as served:
         for _ in range(3):  # warm: the file in the caches, the code paths run once
-            status, body = fetch(served.server, path)
-            assert status == 200 and len(body) == (MiB if path == ONE_MIB else CACHED_SIZE)
+            r = get(served.server, path, timeout=5)
+            assert r.status == 200 and len(r.body) == (MiB if path == ONE_MIB else CACHED_SIZE)
         hits_before = memory_answers(scrape_metrics(served.admin))
         baseline = main_rss(served)
         socks = open_non_readers(served, path, SLOW_READERS)
@@ -311,7 +302,8 @@ def test_clients_that_never_read_cost_bounded_memory(site: Path, path: str):
                 time.sleep(0.2)
                 peak = max(peak, main_rss(served))
                 start = time.monotonic()
-                probes.append((fetch(served.server, SMALL), time.monotonic() - start))
+                r = get(served.server, SMALL, timeout=5)
+                probes.append(((r.status, r.body), time.monotonic() - start))
             hits = memory_answers(scrape_metrics(served.admin)) - hits_before
             hits -= len(probes)  # the probe's small file is a cache hit too
         finally:
@@ -400,8 +392,8 @@ class IdleFlood:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
 
 
-def test_a_flood_of_idle_connections_does_not_lock_out_new_clients(site: Path):
-    with guarded_server(site, "--max-connections", str(FLOOD_CAP)) as served:
+def test_a_flood_of_idle_connections_does_not_lock_out_new_clients(site: Path, serve: Serve):
+    with guarded_server(serve, site, "--max-connections", str(FLOOD_CAP)) as served:
         with IdleFlood(served.server, FLOOD) as flood:
             full = wait_until(lambda: served.metric("flashsrv_open_connections") == FLOOD_CAP,
                               5, 0.1)
@@ -412,14 +404,14 @@ def test_a_flood_of_idle_connections_does_not_lock_out_new_clients(site: Path):
                 time.sleep(0.01)
                 start = time.monotonic()
                 try:
-                    answer = fetch(served.server, SMALL, timeout=2)
+                    r = get(served.server, SMALL, timeout=2)
                 except OSError as exc:
                     failures.append(f"{type(exc).__name__}: {exc}")
                     continue
-                if answer == (200, SMALL_BODY):
+                if (r.status, r.body) == (200, SMALL_BODY):
                     latencies.append(time.monotonic() - start)
                 else:
-                    failures.append(f"{answer[0]} {answer[1][:40]!r}")
+                    failures.append(f"{r.status} {r.body[:40]!r}")
         metrics = scrape_metrics(served.admin)
         p99 = percentile(latencies, 0.99)
         context = (f"{len(latencies)} of {FLOOD_PROBES} served, p99 {p99 * 1e3:.0f} ms; "
@@ -454,8 +446,9 @@ def closed_after(socks: list[socket.socket], limit: float) -> list[float | None]
     return closed
 
 
-def test_a_connection_that_sends_nothing_is_closed_before_one_mid_head(site: Path):
-    with guarded_server(site, "--request-start-timeout", "1", "--header-timeout", "5") as served:
+def test_a_connection_that_sends_nothing_is_closed_before_one_mid_head(site: Path, serve: Serve):
+    with guarded_server(serve, site, "--request-start-timeout", "1",
+                        "--header-timeout", "5") as served:
         silent = connect(served.server)
         started = connect(served.server)
         started.sendall(b"GET /small.txt HT")  # half a request line
@@ -498,13 +491,13 @@ def attack_connections(output: str) -> int:
 
 
 @pytest.mark.parametrize("mode", list(SLOW_MODES))
-def test_slowhttptest_attacks_leave_normal_clients_served(site: Path, mode: str):
+def test_slowhttptest_attacks_leave_normal_clients_served(site: Path, mode: str, serve: Serve):
     tool = shutil.which("slowhttptest")
     if tool is None:
         pytest.skip("slowhttptest is not installed (Debian package slowhttptest)")
     raise_nofile_limit(4096)  # for slowhttptest's 500 sockets and the server's
-    with guarded_server(site, "--header-timeout", "3", "--send-timeout", "5") as served:
-        fetch(served.server, ONE_MIB)
+    with guarded_server(serve, site, "--header-timeout", "3", "--send-timeout", "5") as served:
+        get(served.server, ONE_MIB, timeout=5)
         baseline = main_rss(served)
         peak = baseline
         args = [a.replace("{url}", served.server.url) for a in SLOW_MODES[mode]]
@@ -541,8 +534,8 @@ def test_slowhttptest_attacks_leave_normal_clients_served(site: Path, mode: str)
 LAG_HISTOGRAMS = ("flashsrv_event_loop_lag_seconds", "flashsrv_event_loop_delay_seconds")
 
 
-def test_loop_lag_histogram_is_sampled_every_ten_milliseconds(site: Path):
-    with guarded_server(site) as served:
+def test_loop_lag_histogram_is_sampled_every_ten_milliseconds(site: Path, serve: Serve):
+    with guarded_server(serve, site) as served:
         metrics = scrape_metrics(served.admin)
         name = next((n for n in LAG_HISTOGRAMS if f"{n}_count" in metrics), None)
         if name is None:

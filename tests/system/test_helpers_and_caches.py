@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 from support import (
     ResponseReader,
+    Serve,
     ServerProcess,
     SlowDownload,
     connect,
-    fetch_to_eof,
+    fetch,
     get,
     helpers_of,
     open_slow_download,
@@ -37,14 +38,6 @@ from support import (
 
 MiB = 1 << 20
 FRESH_WITHIN = 2.0  # the contract says about 1-1.5 s; a little slack for a loaded CI machine
-
-
-def fetch(server: ServerProcess, path: str, timeout: float = 10.0):
-    """GET on a fresh connection read to EOF: (status, headers dict, body) with exact framing."""
-    status, headers, body, complete = fetch_to_eof(server, path, timeout)
-    assert complete, (
-        f"{path}: Content-Length {headers['content-length']} but {len(body)} body bytes")
-    return status, headers, body
 
 
 def write_pattern_file(path: Path, size: int) -> str:
@@ -77,32 +70,27 @@ def small_site(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("count", [2, 3])
-def test_server_starts_the_requested_number_of_helpers(small_site: Path, count: int):
-    server = start_server(small_site, "--helpers", str(count), "--access-log", "off")
-    try:
-        helpers_of(server, count)
-        assert get(server, "/style.css").status == 200
-    finally:
-        server.stop()
+def test_server_starts_the_requested_number_of_helpers(small_site: Path, count: int,
+                                                       serve: Serve):
+    server = serve(small_site, "--helpers", str(count), "--access-log", "off")
+    helpers_of(server, count)
+    assert get(server, "/style.css").status == 200
 
 
-def test_killed_helper_is_replaced_and_requests_keep_working(small_site: Path):
-    server = start_server(small_site, "--helpers", "2", "--access-log", "off")
-    try:
-        before = helpers_of(server, 2)
-        os.kill(before[0], signal.SIGKILL)
-        helpers_of(server, 2, exclude=(before[0],), timeout=3)  # the killed one replaced
-        for i in range(6):  # cold files: they must go through the (new) helpers
-            (small_site / f"new{i}.txt").write_text(f"new {i}\n")
-            r = get(server, f"/new{i}.txt")
-            assert r.status == 200 and r.body == f"new {i}\n".encode()
-        assert server.proc.poll() is None
-    finally:
-        server.stop()
+def test_killed_helper_is_replaced_and_requests_keep_working(small_site: Path, serve: Serve):
+    server = serve(small_site, "--helpers", "2", "--access-log", "off")
+    before = helpers_of(server, 2)
+    os.kill(before[0], signal.SIGKILL)
+    helpers_of(server, 2, exclude=(before[0],), timeout=3)  # the killed one replaced
+    for i in range(6):  # cold files: they must go through the (new) helpers
+        (small_site / f"new{i}.txt").write_text(f"new {i}\n")
+        r = get(server, f"/new{i}.txt")
+        assert r.status == 200 and r.body == f"new {i}\n".encode()
+    assert server.proc.poll() is None
 
 
-def test_helper_killed_mid_request_fails_only_that_request(small_site: Path):
-    server = start_server(small_site, "--helpers", "2", "--access-log", "-")
+def test_helper_killed_mid_request_fails_only_that_request(small_site: Path, serve: Serve):
+    server = serve(small_site, "--helpers", "2", "--access-log", "-")
     helpers = helpers_of(server, 2)
     n = 6
     for i in range(n):
@@ -136,20 +124,17 @@ def test_helper_killed_mid_request_fails_only_that_request(small_site: Path):
         resume(*helpers)
         for s in socks:
             s.close()
-    try:
-        helpers_of(server, 2, timeout=3)
-        (small_site / "after.txt").write_text("after\n")
-        r = get(server, "/after.txt")
-        assert r.status == 200 and r.body == b"after\n", "server broken after a helper died"
-        assert get(server, "/cold0.txt").status == 200
-        assert server.proc.poll() is None
-    finally:
-        server.stop()
+    helpers_of(server, 2, timeout=3)
+    (small_site / "after.txt").write_text("after\n")
+    r = get(server, "/after.txt")
+    assert r.status == 200 and r.body == b"after\n", "server broken after a helper died"
+    assert get(server, "/cold0.txt").status == 200
+    assert server.proc.poll() is None
 
 
-def test_cached_file_is_served_while_every_helper_is_stopped(small_site: Path):
+def test_cached_file_is_served_while_every_helper_is_stopped(small_site: Path, serve: Serve):
     """The hot path needs no helper: the loop answers from its caches while helpers are stuck."""
-    server = start_server(small_site, "--helpers", "2", "--access-log", "off")
+    server = serve(small_site, "--helpers", "2", "--access-log", "off")
     helpers = helpers_of(server, 2)
     try:
         for _ in range(3):
@@ -167,16 +152,15 @@ def test_cached_file_is_served_while_every_helper_is_stopped(small_site: Path):
     finally:
         for p in helpers:
             os.kill(p, signal.SIGCONT)
-        server.stop()
 
 
-def test_cold_requests_queue_when_every_helper_is_busy(tmp_path: Path):
+def test_cold_requests_queue_when_every_helper_is_busy(tmp_path: Path, serve: Serve):
     root = tmp_path / "www"
     root.mkdir()
     n = 40
     for i in range(n):
         (root / f"f{i}.txt").write_text(f"file {i}\n" * (i + 1))
-    server = start_server(root, "--helpers", "1", "--access-log", "off")
+    server = serve(root, "--helpers", "1", "--access-log", "off")
     socks = []
     try:
         socks.extend(request_each(server, [f"/f{i}.txt" for i in range(n)]))
@@ -186,11 +170,10 @@ def test_cold_requests_queue_when_every_helper_is_busy(tmp_path: Path):
     finally:
         for s in socks:
             s.close()
-        server.stop()
 
 
-def test_helpers_exit_when_the_main_process_is_killed(small_site: Path):
-    server = start_server(small_site, "--helpers", "2", "--access-log", "off")
+def test_helpers_exit_when_the_main_process_is_killed(small_site: Path, serve: Serve):
+    server = serve(small_site, "--helpers", "2", "--access-log", "off")
     helpers = helpers_of(server, 2)
     server.proc.kill()
     server.proc.wait(5)
@@ -205,8 +188,9 @@ def test_helpers_exit_when_the_main_process_is_killed(small_site: Path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_stops_the_server_with_exit_code_0_and_no_helpers_left(small_site: Path, sig):
-    server = start_server(small_site, "--helpers", "2", "--access-log", "off")
+def test_signal_stops_the_server_with_exit_code_0_and_no_helpers_left(small_site: Path, sig,
+                                                                       serve: Serve):
+    server = serve(small_site, "--helpers", "2", "--access-log", "off")
     helpers = helpers_of(server, 2)
     assert get(server, "/style.css").status == 200
     start = time.monotonic()
@@ -223,8 +207,8 @@ def test_signal_stops_the_server_with_exit_code_0_and_no_helpers_left(small_site
     assert "Traceback" not in server.stderr_text()
 
 
-def test_idle_keepalive_connections_do_not_delay_shutdown(small_site: Path):
-    server = start_server(small_site, "--keepalive-timeout", "60", "--access-log", "off")
+def test_idle_keepalive_connections_do_not_delay_shutdown(small_site: Path, serve: Serve):
+    server = serve(small_site, "--keepalive-timeout", "60", "--access-log", "off")
     socks = []
     try:
         for s in request_each(server, ["/style.css"] * 5, close=False):
@@ -241,44 +225,40 @@ def test_idle_keepalive_connections_do_not_delay_shutdown(small_site: Path):
     finally:
         for s in socks:
             s.close()
-        server.stop(signal.SIGKILL)
 
 
-def test_in_flight_download_finishes_after_sigterm(tmp_path: Path):
+def test_in_flight_download_finishes_after_sigterm(tmp_path: Path, serve: Serve):
     root = tmp_path / "www"
     root.mkdir()
     size = 50 * MiB
     digest = write_pattern_file(root / "big.bin", size)
-    server = start_server(root, "--access-log", "off")
-    try:
-        s, head, body = open_slow_download(server, "/big.bin", MiB, close=True)
-        with s:
-            assert head.startswith(b"HTTP/1.1 200"), head[:100]
-            md5 = hashlib.md5(body)
-            received = len(body)
-            server.proc.send_signal(signal.SIGTERM)
-            start = time.monotonic()
-            after_signal = 0
-            while True:  # paced at about 25 MB/s: the rest takes ~2 s of the grace period
-                try:
-                    chunk = s.recv(65536)
-                except ConnectionResetError:
-                    break
-                if not chunk:
-                    break
-                md5.update(chunk)
-                received += len(chunk)
-                after_signal += len(chunk)
-                ahead = after_signal / (25 * MiB) - (time.monotonic() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-            elapsed = time.monotonic() - start
-        assert received == size, f"download cut at {received} of {size} bytes after SIGTERM " \
-                                 f"({elapsed:.1f} s into the grace period)"
-        assert md5.hexdigest() == digest, "downloaded bytes differ from the file"
-        assert server.proc.wait(10) == 0
-    finally:
-        server.stop(signal.SIGKILL)
+    server = serve(root, "--access-log", "off")
+    s, head, body = open_slow_download(server, "/big.bin", MiB, close=True)
+    with s:
+        assert head.startswith(b"HTTP/1.1 200"), head[:100]
+        md5 = hashlib.md5(body)
+        received = len(body)
+        server.proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        after_signal = 0
+        while True:  # paced at about 25 MB/s: the rest takes ~2 s of the grace period
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            md5.update(chunk)
+            received += len(chunk)
+            after_signal += len(chunk)
+            ahead = after_signal / (25 * MiB) - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+        elapsed = time.monotonic() - start
+    assert received == size, f"download cut at {received} of {size} bytes after SIGTERM " \
+                             f"({elapsed:.1f} s into the grace period)"
+    assert md5.hexdigest() == digest, "downloaded bytes differ from the file"
+    assert server.proc.wait(10) == 0
 
 
 # --- freshness: changed, replaced, deleted files -------------------------------------------
@@ -305,7 +285,7 @@ def poll_until_served(server: ServerProcess, path: str, want_status: int, want_b
     one of the allowed bodies with exact framing. Returns the seconds it took."""
     start = time.monotonic()
     while True:
-        status, _headers, body = fetch(server, path)
+        status, _, body, _ = fetch(server, path, whole=True)
         if status == want_status and (want_body is None or body == want_body):
             return time.monotonic() - start
         if status == 200:
@@ -320,13 +300,13 @@ def test_file_modified_in_place_with_a_new_size_is_served_fresh(fresh_srv, fresh
     f = fresh_root / "grow.txt"
     old, new = b"old contents\n", b"new, longer contents\n" * 10
     f.write_bytes(old)
-    first = fetch(fresh_srv, "/grow.txt")
+    first = fetch(fresh_srv, "/grow.txt", whole=True)
     assert first[0] == 200 and first[2] == old
-    fetch(fresh_srv, "/grow.txt")  # now surely cached
+    fetch(fresh_srv, "/grow.txt", whole=True)  # now surely cached
     with open(f, "r+b") as fh:
         fh.write(new)
     poll_until_served(fresh_srv, "/grow.txt", 200, new, (old, new))
-    _, headers, _ = fetch(fresh_srv, "/grow.txt")
+    _, headers, _, _ = fetch(fresh_srv, "/grow.txt", whole=True)
     assert headers["etag"] != first[1]["etag"], "ETag did not change with the content"
 
 
@@ -334,8 +314,8 @@ def test_file_shrunk_in_place_is_served_fresh(fresh_srv, fresh_root):
     f = fresh_root / "shrink.txt"
     old, new = b"x" * 5000, b"short\n"
     f.write_bytes(old)
-    assert fetch(fresh_srv, "/shrink.txt")[2] == old
-    fetch(fresh_srv, "/shrink.txt")
+    assert fetch(fresh_srv, "/shrink.txt", whole=True)[2] == old
+    fetch(fresh_srv, "/shrink.txt", whole=True)
     with open(f, "r+b") as fh:
         fh.truncate(0)
         fh.write(new)
@@ -346,8 +326,8 @@ def test_same_size_edit_in_place_is_served_fresh(fresh_srv, fresh_root):
     f = fresh_root / "edit.txt"
     old, new = b"version A\n", b"version B\n"
     f.write_bytes(old)
-    assert fetch(fresh_srv, "/edit.txt")[2] == old
-    fetch(fresh_srv, "/edit.txt")
+    assert fetch(fresh_srv, "/edit.txt", whole=True)[2] == old
+    fetch(fresh_srv, "/edit.txt", whole=True)
     with open(f, "r+b") as fh:
         fh.write(new)
     poll_until_served(fresh_srv, "/edit.txt", 200, new, (old, new))
@@ -357,8 +337,8 @@ def test_file_replaced_by_rename_is_served_fresh(fresh_srv, fresh_root):
     f = fresh_root / "swap.txt"
     old, new = b"before the deploy\n", b"after the deploy!\n"  # same size, new inode
     f.write_bytes(old)
-    assert fetch(fresh_srv, "/swap.txt")[2] == old
-    fetch(fresh_srv, "/swap.txt")
+    assert fetch(fresh_srv, "/swap.txt", whole=True)[2] == old
+    fetch(fresh_srv, "/swap.txt", whole=True)
     tmp = fresh_root / "swap.txt.tmp"
     tmp.write_bytes(new)
     os.utime(tmp, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns))  # even with an equal mtime
@@ -369,15 +349,15 @@ def test_file_replaced_by_rename_is_served_fresh(fresh_srv, fresh_root):
 def test_deleted_file_becomes_404(fresh_srv, fresh_root):
     f = fresh_root / "gone.txt"
     f.write_bytes(b"soon gone\n")
-    assert fetch(fresh_srv, "/gone.txt")[0] == 200
-    fetch(fresh_srv, "/gone.txt")
+    assert fetch(fresh_srv, "/gone.txt", whole=True)[0] == 200
+    fetch(fresh_srv, "/gone.txt", whole=True)
     f.unlink()
     poll_until_served(fresh_srv, "/gone.txt", 404, None, (b"soon gone\n",))
 
 
 def test_file_created_after_a_404_is_served(fresh_srv, fresh_root):
-    assert fetch(fresh_srv, "/late.txt")[0] == 404
-    assert fetch(fresh_srv, "/late.txt")[0] == 404
+    assert fetch(fresh_srv, "/late.txt", whole=True)[0] == 404
+    assert fetch(fresh_srv, "/late.txt", whole=True)[0] == 404
     (fresh_root / "late.txt").write_bytes(b"here now\n")
     poll_until_served(fresh_srv, "/late.txt", 200, b"here now\n", (b"here now\n",))
 
@@ -386,7 +366,7 @@ def test_index_html_replaced_is_served_fresh_at_the_directory_url(fresh_srv, fre
     d = fresh_root / "section"
     d.mkdir()
     (d / "index.html").write_bytes(b"<p>v1</p>\n")
-    assert fetch(fresh_srv, "/section/")[2] == b"<p>v1</p>\n"
+    assert fetch(fresh_srv, "/section/", whole=True)[2] == b"<p>v1</p>\n"
     tmp = d / "index.html.tmp"
     tmp.write_bytes(b"<p>version 2</p>\n")
     os.replace(tmp, d / "index.html")
@@ -414,7 +394,7 @@ def test_repeated_replacement_never_mixes_versions_or_misframes(fresh_srv, fresh
     try:
         deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:
-            status, _, body = fetch(fresh_srv, "/flip.bin")  # fetch checks Content-Length
+            status, _, body, _ = fetch(fresh_srv, "/flip.bin", whole=True)  # checks Content-Length
             assert status == 200, status
             assert body in (a, b), f"mixed body: {len(body)} bytes, {set(body)!r}"
     finally:
@@ -443,7 +423,7 @@ def test_file_truncated_during_a_download_ends_the_connection(fresh_srv, fresh_r
 
     def new_length_served() -> bool:
         try:
-            status, _, body = fetch(fresh_srv, "/shrinking.bin")
+            status, _, body, _ = fetch(fresh_srv, "/shrinking.bin", whole=True)
         except AssertionError:
             if time.monotonic() > deadline:
                 raise
@@ -466,64 +446,58 @@ def huge(tmp_path_factory) -> tuple[Path, str]:
     return root, digest
 
 
-def test_200_megabyte_file_is_served_completely(huge):
+def test_200_megabyte_file_is_served_completely(huge, serve: Serve):
     root, digest = huge
-    server = start_server(root, "--cache-bytes", "16M", "--access-log", "off")
-    try:
-        with connect(server, timeout=20) as s:
-            s.sendall(request_bytes(server, "/huge.bin", close=True))
-            buf = bytearray(1 << 20)
-            view = memoryview(buf)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                n = s.recv_into(view)
-                assert n, "closed before the head"
-                head += bytes(view[:n])
-            head, _, first = head.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 200")
-            assert b"content-length: %d" % (200 * MiB) in head.lower(), head
-            md5 = hashlib.md5(first)
-            received = len(first)
-            while True:
-                n = s.recv_into(view)
-                if not n:
-                    break
-                md5.update(view[:n])
-                received += n
-        assert received == 200 * MiB
-        assert md5.hexdigest() == digest
-    finally:
-        server.stop()
+    server = serve(root, "--cache-bytes", "16M", "--access-log", "off")
+    with connect(server, timeout=20) as s:
+        s.sendall(request_bytes(server, "/huge.bin", close=True))
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            n = s.recv_into(view)
+            assert n, "closed before the head"
+            head += bytes(view[:n])
+        head, _, first = head.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"content-length: %d" % (200 * MiB) in head.lower(), head
+        md5 = hashlib.md5(first)
+        received = len(first)
+        while True:
+            n = s.recv_into(view)
+            if not n:
+                break
+            md5.update(view[:n])
+            received += n
+    assert received == 200 * MiB
+    assert md5.hexdigest() == digest
 
 
-def test_slow_reader_of_a_large_file_keeps_server_memory_flat(huge):
+def test_slow_reader_of_a_large_file_keeps_server_memory_flat(huge, serve: Serve):
     root, _ = huge
-    server = start_server(root, "--cache-bytes", "16M", "--helpers", "2", "--access-log", "off")
+    server = serve(root, "--cache-bytes", "16M", "--helpers", "2", "--access-log", "off")
 
     def total_rss() -> int:
         return rss_bytes(server.proc.pid) + sum(rss_bytes(p) for p in server.helper_pids())
 
-    try:
-        helpers_of(server, 2)
-        assert get(server, "/small.txt").status == 200
-        baseline = total_rss()
-        peak = baseline
-        with slow_connection(server, "/huge.bin", close=True) as s:
-            received = 0
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline:
-                chunk = s.recv(64 * 1024)
-                assert chunk, "server closed the slow download"
-                received += len(chunk)
-                peak = max(peak, total_rss())
-                time.sleep(0.05)
-            # Meanwhile other clients are served normally.
-            assert get(server, "/small.txt").status == 200
+    helpers_of(server, 2)
+    assert get(server, "/small.txt").status == 200
+    baseline = total_rss()
+    peak = baseline
+    with slow_connection(server, "/huge.bin", close=True) as s:
+        received = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            chunk = s.recv(64 * 1024)
+            assert chunk, "server closed the slow download"
+            received += len(chunk)
             peak = max(peak, total_rss())
-        growth = peak - baseline
-        assert growth < 100 * MiB, (
-            f"server memory grew by {growth / MiB:.0f} MiB while a slow client read "
-            f"{received / MiB:.1f} MiB of a 200 MiB file")
-        assert server.proc.poll() is None
-    finally:
-        server.stop()
+            time.sleep(0.05)
+        # Meanwhile other clients are served normally.
+        assert get(server, "/small.txt").status == 200
+        peak = max(peak, total_rss())
+    growth = peak - baseline
+    assert growth < 100 * MiB, (
+        f"server memory grew by {growth / MiB:.0f} MiB while a slow client read "
+        f"{received / MiB:.1f} MiB of a 200 MiB file")
+    assert server.proc.poll() is None

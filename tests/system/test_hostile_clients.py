@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import resource
 import select
 import socket
@@ -21,20 +20,21 @@ from pathlib import Path
 import pytest
 from support import (
     ResponseReader,
+    Serve,
     ServerProcess,
+    admin_address,
     connect,
     get,
     open_fd_count,
     read_until_eof,
     request_bytes,
     rss_bytes,
-    start_server,
+    scrape_metrics,
     wait_until,
 )
 
 MiB = 1 << 20
 PAGE = b"a normal page\n"
-ADMIN_RE = re.compile(r"flashsrv admin endpoint on http://([^:]+):(\d+)")
 
 
 @pytest.fixture(scope="module")
@@ -57,20 +57,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def admin_metric(server: ServerProcess, name: str) -> float:
-    m = None
-    for line in server.stderr_lines:
-        m = ADMIN_RE.search(line) or m
-    assert m, "no admin endpoint announced"
-    with socket.create_connection((m.group(1), int(m.group(2))), timeout=5) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n")
-        text = read_until_eof(s, timeout=5).decode()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"metric {name} missing")
-
-
 def timed_get(server: ServerProcess, path: str = "/page.txt") -> float:
     start = time.monotonic()
     r = get(server, path)
@@ -81,8 +67,8 @@ def timed_get(server: ServerProcess, path: str = "/page.txt") -> float:
 # --- slowloris: many connections trickling their heads ---------------------------------------
 
 
-def test_many_slowloris_connections_are_closed_by_the_header_timeout(site: Path):
-    server = start_server(site, "--header-timeout", "1", "--access-log", "off")
+def test_many_slowloris_connections_are_closed_by_the_header_timeout(site: Path, serve: Serve):
+    server = serve(site, "--header-timeout", "1", "--access-log", "off")
     n = 60
     socks: list[socket.socket] = []
     try:
@@ -125,118 +111,110 @@ def test_many_slowloris_connections_are_closed_by_the_header_timeout(site: Path)
     finally:
         for s in socks:
             s.close()
-        server.stop()
 
 
 # Regression test for defect D6 (found by this file, fixed by the lead).
-def test_request_body_trickled_byte_by_byte_is_cut_off(site: Path):
-    server = start_server(site, "--header-timeout", "1", "--access-log", "off")
-    try:
-        with connect(server, timeout=5) as s:
-            s.sendall(b"GET /page.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
-            start = time.monotonic()
-            closed = False
-            while time.monotonic() - start < 6:
-                try:
-                    s.sendall(b"x")
-                except OSError:
-                    closed = True
-                    break
-                r, _, _ = select.select([s], [], [], 0.3)
-                if r:
-                    with contextlib.suppress(OSError):
-                        if s.recv(4096) == b"":
-                            closed = True
-                            break
-            assert closed, "a body trickled 1 byte / 0.3 s kept the connection open for 6 s " \
-                           "with a 1 s header timeout"
-    finally:
-        server.stop()
+def test_request_body_trickled_byte_by_byte_is_cut_off(site: Path, serve: Serve):
+    server = serve(site, "--header-timeout", "1", "--access-log", "off")
+    with connect(server, timeout=5) as s:
+        s.sendall(b"GET /page.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        start = time.monotonic()
+        closed = False
+        while time.monotonic() - start < 6:
+            try:
+                s.sendall(b"x")
+            except OSError:
+                closed = True
+                break
+            r, _, _ = select.select([s], [], [], 0.3)
+            if r:
+                with contextlib.suppress(OSError):
+                    if s.recv(4096) == b"":
+                        closed = True
+                        break
+        assert closed, "a body trickled 1 byte / 0.3 s kept the connection open for 6 s " \
+                       "with a 1 s header timeout"
 
 
 # --- a client that never reads -----------------------------------------------------------
 
 
-def test_client_that_never_reads_a_large_file_is_disconnected_with_bounded_memory(site: Path):
-    server = start_server(site, "--send-timeout", "2", "--admin-port", "0",
-                          "--cache-bytes", "8M", "--access-log", "off")
-    try:
-        assert get(server, "/page.txt").status == 200
-        baseline = rss_bytes(server.proc.pid)
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
-            s.settimeout(10)
-            s.connect((server.host, server.port))
-            s.sendall(request_bytes(server, "/sparse100m.bin"))
-            start = time.monotonic()
-            peak = baseline
+def test_client_that_never_reads_a_large_file_is_disconnected_with_bounded_memory(
+        site: Path, serve: Serve):
+    server = serve(site, "--send-timeout", "2", "--admin-port", "0",
+                   "--cache-bytes", "8M", "--access-log", "off")
+    admin = admin_address(server)
+    assert get(server, "/page.txt").status == 200
+    baseline = rss_bytes(server.proc.pid)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        s.settimeout(10)
+        s.connect((server.host, server.port))
+        s.sendall(request_bytes(server, "/sparse100m.bin"))
+        start = time.monotonic()
+        peak = baseline
 
-            def gone() -> bool:
-                nonlocal peak
-                peak = max(peak, rss_bytes(server.proc.pid))
-                return admin_metric(server, "flashsrv_open_connections") == 0
+        def gone() -> bool:
+            nonlocal peak
+            peak = max(peak, rss_bytes(server.proc.pid))
+            return scrape_metrics(admin)["flashsrv_open_connections"] == 0
 
-            assert wait_until(gone, timeout=8, interval=0.1), \
-                "a client that reads nothing is still connected 8 s into a 2 s send timeout"
-            elapsed = time.monotonic() - start
-            # What reached us is a prefix of the promised body, then the end.
-            got = read_until_eof(s, timeout=5, limit=200 * MiB)
-            assert got.startswith(b"HTTP/1.1 200")
-            assert len(got) < 100 * 1000 * 1000, "the whole file was sent to a non-reader?"
-        assert elapsed < 6, f"disconnected only after {elapsed:.1f} s"
-        growth = peak - baseline
-        assert growth < 24 * MiB, f"RSS grew by {growth / MiB:.1f} MiB for one stalled reader"
-        assert admin_metric(server, "flashsrv_timeouts_total") >= 1
-        assert timed_get(server) < 1.0
-    finally:
-        server.stop()
+        assert wait_until(gone, timeout=8, interval=0.1), \
+            "a client that reads nothing is still connected 8 s into a 2 s send timeout"
+        elapsed = time.monotonic() - start
+        # What reached us is a prefix of the promised body, then the end.
+        got = read_until_eof(s, timeout=5, limit=200 * MiB)
+        assert got.startswith(b"HTTP/1.1 200")
+        assert len(got) < 100 * 1000 * 1000, "the whole file was sent to a non-reader?"
+    assert elapsed < 6, f"disconnected only after {elapsed:.1f} s"
+    growth = peak - baseline
+    assert growth < 24 * MiB, f"RSS grew by {growth / MiB:.1f} MiB for one stalled reader"
+    assert scrape_metrics(admin)["flashsrv_timeouts_total"] >= 1
+    assert timed_get(server) < 1.0
 
 
 # --- a pipelining flood ----------------------------------------------------------------------
 
 
-def test_ten_thousand_pipelined_requests_unread_keep_memory_bounded(site: Path):
-    server = start_server(site, "--send-timeout", "3", "--access-log", "off")
-    try:
-        assert get(server, "/four_k.bin").status == 200  # in the cache: answered at once
-        baseline = rss_bytes(server.proc.pid)
-        one = request_bytes(server, "/four_k.bin")
-        flood = one * 10_000  # 40 MB of responses if the server buffered them all
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-            s.connect((server.host, server.port))
-            s.setblocking(False)
-            view = memoryview(flood)
-            stalled_since = None
-            peak = baseline
-            start = time.monotonic()
-            while view and time.monotonic() - start < 10:
-                try:
-                    view = view[s.send(view):]
-                    stalled_since = None
-                except BlockingIOError:
-                    stalled_since = stalled_since or time.monotonic()
-                    if time.monotonic() - stalled_since > 1.0:
-                        break  # the server stopped reading: back-pressure reached us
-                    select.select([], [s], [], 0.05)
-                except OSError:
-                    break  # the server closed the connection (send timeout)
-                peak = max(peak, rss_bytes(server.proc.pid))
-            accepted = len(flood) - len(view)
-            # Meanwhile other clients are served promptly.
-            latency = timed_get(server)
-            for _ in range(20):
-                peak = max(peak, rss_bytes(server.proc.pid))
-                time.sleep(0.05)
-        growth = peak - baseline
-        assert growth < 24 * MiB, (
-            f"RSS grew by {growth / MiB:.1f} MiB after {accepted / len(one):.0f} requests were "
-            "pipelined without reading")
-        assert latency < 1.0, latency
-        assert server.proc.poll() is None
-        assert timed_get(server) < 1.0
-    finally:
-        server.stop()
+def test_ten_thousand_pipelined_requests_unread_keep_memory_bounded(site: Path, serve: Serve):
+    server = serve(site, "--send-timeout", "3", "--access-log", "off")
+    assert get(server, "/four_k.bin").status == 200  # in the cache: answered at once
+    baseline = rss_bytes(server.proc.pid)
+    one = request_bytes(server, "/four_k.bin")
+    flood = one * 10_000  # 40 MB of responses if the server buffered them all
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.connect((server.host, server.port))
+        s.setblocking(False)
+        view = memoryview(flood)
+        stalled_since = None
+        peak = baseline
+        start = time.monotonic()
+        while view and time.monotonic() - start < 10:
+            try:
+                view = view[s.send(view):]
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 1.0:
+                    break  # the server stopped reading: back-pressure reached us
+                select.select([], [s], [], 0.05)
+            except OSError:
+                break  # the server closed the connection (send timeout)
+            peak = max(peak, rss_bytes(server.proc.pid))
+        accepted = len(flood) - len(view)
+        # Meanwhile other clients are served promptly.
+        latency = timed_get(server)
+        for _ in range(20):
+            peak = max(peak, rss_bytes(server.proc.pid))
+            time.sleep(0.05)
+    growth = peak - baseline
+    assert growth < 24 * MiB, (
+        f"RSS grew by {growth / MiB:.1f} MiB after {accepted / len(one):.0f} requests were "
+        "pipelined without reading")
+    assert latency < 1.0, latency
+    assert server.proc.poll() is None
+    assert timed_get(server) < 1.0
 
 
 # --- descriptor exhaustion ---------------------------------------------------------------------
@@ -257,14 +235,13 @@ def _exhaust_descriptors(server: ServerProcess, socks: list[socket.socket]) -> N
         open_fd_count(server.proc.pid)
 
 
-def _low_limit_server(site: Path) -> ServerProcess:
-    return start_server(site, "--helpers", "1", "--access-log", "off",
-                        "--header-timeout", "30", "--keepalive-timeout", "30",
-                        preexec_fn=_low_fd_limit)
+def _low_limit_server(serve: Serve, site: Path) -> ServerProcess:
+    return serve(site, "--helpers", "1", "--access-log", "off", "--header-timeout", "30",
+                 "--keepalive-timeout", "30", preexec_fn=_low_fd_limit)
 
 
-def test_running_out_of_descriptors_neither_kills_nor_spins_the_server(site: Path):
-    server = _low_limit_server(site)
+def test_running_out_of_descriptors_neither_kills_nor_spins_the_server(site: Path, serve: Serve):
+    server = _low_limit_server(serve, site)
     socks: list[socket.socket] = []
     try:
         assert get(server, "/page.txt").status == 200
@@ -298,12 +275,12 @@ def test_running_out_of_descriptors_neither_kills_nor_spins_the_server(site: Pat
     finally:
         for s in socks:
             s.close()
-        server.stop()
 
 
 # Regression test for defect D7 (found by this file, fixed by the lead).
-def test_request_on_an_admitted_connection_gets_an_answer_while_descriptors_are_exhausted(site):
-    server = _low_limit_server(site)
+def test_request_on_an_admitted_connection_gets_an_answer_while_descriptors_are_exhausted(
+        site, serve: Serve):
+    server = _low_limit_server(serve, site)
     socks: list[socket.socket] = []
     try:
         _exhaust_descriptors(server, socks)
@@ -319,33 +296,26 @@ def test_request_on_an_admitted_connection_gets_an_answer_while_descriptors_are_
     finally:
         for s in socks:
             s.close()
-        server.stop()
 
 
 # --- a client that half-closes after its request ---------------------------------------------
 
 
 # Regression test for defect D1 (found by this file, fixed by the lead).
-def test_half_closed_client_still_gets_the_answer_to_a_cold_request(site: Path):
-    server = start_server(site, "--access-log", "off")
-    try:
-        with connect(server, timeout=5) as s:
-            s.sendall(request_bytes(server, "/cold3.txt"))
-            s.shutdown(socket.SHUT_WR)  # like `printf 'GET ...' | nc -N host port`
-            data = read_until_eof(s, timeout=5)
-        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"cold 3\n"), data[:100]
-    finally:
-        server.stop()
+def test_half_closed_client_still_gets_the_answer_to_a_cold_request(site: Path, serve: Serve):
+    server = serve(site, "--access-log", "off")
+    with connect(server, timeout=5) as s:
+        s.sendall(request_bytes(server, "/cold3.txt"))
+        s.shutdown(socket.SHUT_WR)  # like `printf 'GET ...' | nc -N host port`
+        data = read_until_eof(s, timeout=5)
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"cold 3\n"), data[:100]
 
 
-def test_half_closed_client_gets_the_answer_to_a_cached_request(site: Path):
-    server = start_server(site, "--access-log", "off")
-    try:
-        assert get(server, "/page.txt").status == 200
-        with connect(server, timeout=5) as s:
-            s.sendall(request_bytes(server, "/page.txt"))
-            s.shutdown(socket.SHUT_WR)
-            data = read_until_eof(s, timeout=5)
-        assert data.startswith(b"HTTP/1.1 200") and data.endswith(PAGE), data[:100]
-    finally:
-        server.stop()
+def test_half_closed_client_gets_the_answer_to_a_cached_request(site: Path, serve: Serve):
+    server = serve(site, "--access-log", "off")
+    assert get(server, "/page.txt").status == 200
+    with connect(server, timeout=5) as s:
+        s.sendall(request_bytes(server, "/page.txt"))
+        s.shutdown(socket.SHUT_WR)
+        data = read_until_eof(s, timeout=5)
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(PAGE), data[:100]

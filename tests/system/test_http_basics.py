@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,14 +21,19 @@ from urllib.parse import urlsplit
 import pytest
 from support import (
     ResponseReader,
+    Serve,
     ServerProcess,
+    Servers,
     connect,
     exchange,
     get,
+    on_all_schemes,
+    on_both_schemes,
+    on_one_connection,
     read_until_eof,
     request_bytes,
+    scheme_of,
     serve_refused,
-    start_server,
     wait_until,
 )
 
@@ -93,10 +99,20 @@ def site(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def srv(site: Path):
-    server = start_server(site, "--access-log", "off")
-    yield server
-    server.stop()
+def servers(site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    with Servers(site, "--access-log", "off", tls_folder=tmp_path_factory.mktemp("tls")) as pool:
+        yield pool
+
+
+@pytest.fixture
+def srv(servers: Servers, request: pytest.FixtureRequest) -> ServerProcess:
+    """The module's server over plain HTTP; over TLS too for the tests marked BOTH_SCHEMES, and
+    over HTTP/2 as well for those marked ALL_SCHEMES."""
+    return servers[scheme_of(request)]
+
+
+BOTH_SCHEMES = on_both_schemes("srv")
+ALL_SCHEMES = on_all_schemes("srv")  # HTTP semantics, not HTTP/1.1 framing: HTTP/2 too
 
 
 def media_type(value: str | None) -> tuple[str, dict[str, str]]:
@@ -112,10 +128,11 @@ def media_type(value: str | None) -> tuple[str, dict[str, str]]:
 # --- headers every response carries ---------------------------------------------------------
 
 
+@ALL_SCHEMES
 def test_get_serves_the_file_bytes_with_every_required_header(srv: ServerProcess, site: Path):
     r = get(srv, "/style.css")
     assert r.status == 200
-    assert r.version == "HTTP/1.1"
+    assert r.version == srv.http_version
     assert r.body == STYLE_CSS.encode()
     assert r.header("content-length") == str(len(STYLE_CSS))
     assert media_type(r.header("content-type")) == ("text/css", {"charset": "utf-8"})
@@ -139,6 +156,7 @@ def test_etag_is_stable_across_requests_for_an_unchanged_file(srv: ServerProcess
     assert first == second
 
 
+@ALL_SCHEMES
 def test_binary_file_is_served_byte_for_byte(srv: ServerProcess):
     r = get(srv, "/blob.bin")
     assert r.status == 200
@@ -163,6 +181,7 @@ def test_icon_has_an_image_content_type(srv: ServerProcess):
     assert mtype in ("image/x-icon", "image/vnd.microsoft.icon"), mtype
 
 
+@ALL_SCHEMES
 def test_not_found_is_a_small_html_page_with_full_framing(srv: ServerProcess):
     r = get(srv, "/no/such/file.txt")
     assert r.status == 404
@@ -176,13 +195,10 @@ def test_not_found_is_a_small_html_page_with_full_framing(srv: ServerProcess):
 # --- methods -------------------------------------------------------------------------------
 
 
+@ALL_SCHEMES
 def test_head_has_the_get_headers_and_no_body(srv: ServerProcess):
-    with connect(srv) as s:
-        # HEAD then GET pipelined on one connection: a body after the HEAD would corrupt the GET.
-        s.sendall(request_bytes(srv, "/style.css", "HEAD") + request_bytes(srv, "/docs/page.txt"))
-        reader = ResponseReader(s)
-        head = reader.read(head_request=True)
-        nxt = reader.read()
+    # HEAD then GET on one connection: a body after the HEAD would corrupt the GET.
+    head, nxt = on_one_connection(srv, ("HEAD", "/style.css", {}), ("GET", "/docs/page.txt", {}))
     full = get(srv, "/style.css")
     assert head.status == 200
     assert head.header("content-length") == str(len(STYLE_CSS))
@@ -203,18 +219,17 @@ def test_other_methods_get_405_with_an_allow_header(srv: ServerProcess, method: 
     assert b"Traceback" not in r.body
 
 
+@ALL_SCHEMES
 def test_connection_survives_a_405(srv: ServerProcess):
-    with connect(srv) as s:
-        s.sendall(request_bytes(srv, "/style.css", "DELETE") + request_bytes(srv, "/style.css"))
-        reader = ResponseReader(s)
-        assert reader.read().status == 405
-        r = reader.read()
+    refused, r = on_one_connection(srv, ("DELETE", "/style.css", {}), ("GET", "/style.css", {}))
+    assert refused.status == 405
     assert r.status == 200 and r.body == STYLE_CSS.encode()
 
 
 # --- versions and persistent connections ---------------------------------------------------
 
 
+@BOTH_SCHEMES
 def test_http11_keeps_the_connection_open_by_default(srv: ServerProcess):
     with connect(srv) as s:
         reader = ResponseReader(s)
@@ -225,6 +240,7 @@ def test_http11_keeps_the_connection_open_by_default(srv: ServerProcess):
             assert (r.header("connection") or "").lower() != "close"
 
 
+@BOTH_SCHEMES
 def test_http11_connection_close_is_honoured(srv: ServerProcess):
     with connect(srv) as s:
         s.sendall(request_bytes(srv, "/style.css", close=True))
@@ -234,6 +250,7 @@ def test_http11_connection_close_is_honoured(srv: ServerProcess):
         assert reader.at_eof(timeout=3), "server kept the connection after Connection: close"
 
 
+@BOTH_SCHEMES
 def test_http10_closes_after_the_response_by_default(srv: ServerProcess):
     with connect(srv) as s:
         s.sendall(b"GET /style.css HTTP/1.0\r\n\r\n")
@@ -244,6 +261,7 @@ def test_http10_closes_after_the_response_by_default(srv: ServerProcess):
         assert reader.at_eof(timeout=3), "HTTP/1.0 connection without keep-alive left open"
 
 
+@BOTH_SCHEMES
 def test_http10_keep_alive_is_honoured(srv: ServerProcess):
     req = b"GET /style.css HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
     with connect(srv) as s:
@@ -262,6 +280,7 @@ def test_http10_request_without_host_is_served(srv: ServerProcess):
     assert r.status == 200 and r.body == b"plain text\n"
 
 
+@BOTH_SCHEMES
 def test_pipelined_requests_are_answered_in_order(srv: ServerProcess):
     paths = ["/blob.bin", "/style.css", "/missing.txt", "/docs/page.txt", "/", "/style.css",
              "/hello%20world.txt"]
@@ -280,6 +299,7 @@ def test_pipelined_requests_are_answered_in_order(srv: ServerProcess):
             assert r.body == body, path
 
 
+@BOTH_SCHEMES
 def test_pipelined_hot_request_waits_behind_a_cold_one(srv: ServerProcess, site: Path):
     """A cached file must not overtake an earlier request that needs the disk helpers."""
     get(srv, "/style.css")
@@ -296,7 +316,7 @@ def test_pipelined_hot_request_waits_behind_a_cold_one(srv: ServerProcess, site:
     assert bodies == [cold_a, STYLE_CSS.encode(), cold_b, STYLE_CSS.encode()]
 
 
-def test_ipv6_loopback_is_served(site: Path):
+def test_ipv6_loopback_is_served(site: Path, serve: Serve):
     if not socket.has_ipv6:
         pytest.skip("no IPv6 support in this Python")
     try:
@@ -304,13 +324,10 @@ def test_ipv6_loopback_is_served(site: Path):
             probe.bind(("::1", 0))
     except OSError as exc:
         pytest.skip(f"no IPv6 loopback here: {exc}")
-    server = start_server(site, "--access-log", "off", host="::1")
-    try:
-        with socket.create_connection(("::1", server.port), timeout=5) as s:
-            s.sendall(b"GET /style.css HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n")
-            r = ResponseReader(s).read()
-    finally:
-        server.stop()
+    server = serve(site, "--access-log", "off", host="::1")
+    with socket.create_connection(("::1", server.port), timeout=5) as s:
+        s.sendall(b"GET /style.css HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n")
+        r = ResponseReader(s).read()
     assert r.status == 200 and r.body == STYLE_CSS.encode()
 
 
@@ -329,6 +346,7 @@ def test_pipelined_head_and_get_mix_keeps_framing(srv: ServerProcess):
     assert d.body == b"plain text\n"
 
 
+@BOTH_SCHEMES
 def test_request_split_into_single_bytes_is_parsed(srv: ServerProcess):
     import time
 
@@ -345,6 +363,7 @@ def test_request_split_into_single_bytes_is_parsed(srv: ServerProcess):
 # --- request bodies ------------------------------------------------------------------------
 
 
+@BOTH_SCHEMES
 def test_get_with_a_body_is_read_and_discarded(srv: ServerProcess):
     body = b"0123456789" * 100
     raw = request_bytes(srv, "/style.css", headers={"Content-Length": str(len(body))}, body=body)
@@ -358,6 +377,7 @@ def test_get_with_a_body_is_read_and_discarded(srv: ServerProcess):
     assert second.status == 200 and second.body == b"plain text\n"
 
 
+@BOTH_SCHEMES
 def test_get_body_arriving_after_the_headers_is_discarded(srv: ServerProcess):
     import time
 
@@ -390,6 +410,7 @@ def test_directory_with_trailing_slash_serves_its_index(srv: ServerProcess):
     assert r.status == 200 and r.body == b"<h1>docs</h1>\n"
 
 
+@ALL_SCHEMES
 def test_directory_without_trailing_slash_redirects_permanently(srv: ServerProcess):
     r = get(srv, "/docs")
     assert r.status == 301
@@ -403,6 +424,7 @@ def test_percent_encoded_space_is_decoded(srv: ServerProcess):
     assert r.status == 200 and r.body == b"spaces are fine\n"
 
 
+@ALL_SCHEMES
 def test_percent_encoded_utf8_name_is_decoded(srv: ServerProcess):
     r = get(srv, "/caf%C3%A9.txt")
     assert r.status == 200 and r.body == b"accented name\n"
@@ -446,16 +468,13 @@ def _log_lines(text: str, needle: str) -> list[str]:
     return [ln for ln in text.splitlines() if needle in ln]
 
 
-def test_access_log_writes_one_common_log_format_line_per_request(site: Path):
-    server = start_server(site, "--access-log", "-")
-    try:
-        get(server, "/style.css")
-        get(server, "/nope-404.txt")
-        get(server, "/docs/page.txt", method="HEAD")
-        wait_until(lambda: len(_log_lines(server.stdout_text(), "HTTP/1.")) >= 3, timeout=5)
-        lines = [ln for ln in server.stdout_text().splitlines() if ln.strip()]
-    finally:
-        server.stop()
+def test_access_log_writes_one_common_log_format_line_per_request(site: Path, serve: Serve):
+    server = serve(site, "--access-log", "-")
+    get(server, "/style.css")
+    get(server, "/nope-404.txt")
+    get(server, "/docs/page.txt", method="HEAD")
+    wait_until(lambda: len(_log_lines(server.stdout_text(), "HTTP/1.")) >= 3, timeout=5)
+    lines = [ln for ln in server.stdout_text().splitlines() if ln.strip()]
     css = [ln for ln in lines if "/style.css" in ln]
     assert len(css) == 1, lines
     m = CLF_LINE.match(css[0])
@@ -469,40 +488,35 @@ def test_access_log_writes_one_common_log_format_line_per_request(site: Path):
     assert len(lines) == 3, f"expected exactly three log lines on stdout, got {lines}"
 
 
-def test_access_log_lines_are_flushed_while_the_server_runs(site: Path):
-    server = start_server(site, "--access-log", "-")
-    try:
-        get(server, "/docs/page.txt")
-        seen = wait_until(lambda: _log_lines(server.stdout_text(), "/docs/page.txt"), timeout=3)
-        assert seen, "access log not flushed within 3 s"
-    finally:
-        server.stop()
+def test_access_log_lines_are_flushed_while_the_server_runs(site: Path, serve: Serve):
+    server = serve(site, "--access-log", "-")
+    get(server, "/docs/page.txt")
+    seen = wait_until(lambda: _log_lines(server.stdout_text(), "/docs/page.txt"), timeout=3)
+    assert seen, "access log not flushed within 3 s"
 
 
-def test_access_log_off_writes_nothing_to_stdout(site: Path):
-    server = start_server(site, "--access-log", "off")
+def test_access_log_off_writes_nothing_to_stdout(site: Path, serve: Serve):
+    server = serve(site, "--access-log", "off")
     get(server, "/style.css")
     get(server, "/missing")
     assert server.stop() == 0
     assert server.stdout_text().strip() == ""
 
 
-def test_access_log_to_a_file(site: Path, tmp_path: Path):
+def test_access_log_to_a_file(site: Path, tmp_path: Path, serve: Serve):
     log = tmp_path / "access.log"
-    server = start_server(site, "--access-log", str(log))
-    try:
-        get(server, "/style.css")
-        found = wait_until(lambda: log.exists() and "/style.css" in log.read_text(), timeout=3)
-        assert found, "access log file not written within 3 s"
-    finally:
-        server.stop()
+    server = serve(site, "--access-log", str(log))
+    get(server, "/style.css")
+    found = wait_until(lambda: log.exists() and "/style.css" in log.read_text(), timeout=3)
+    assert found, "access log file not written within 3 s"
+    server.stop()
     lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
     assert len(lines) == 1 and CLF_LINE.match(lines[0]), lines
     assert "/style.css" not in server.stdout_text()
 
 
-def test_access_log_is_flushed_on_shutdown(site: Path):
-    server = start_server(site, "--access-log", "-")
+def test_access_log_is_flushed_on_shutdown(site: Path, serve: Serve):
+    server = serve(site, "--access-log", "-")
     for i in range(5):
         get(server, f"/style.css?n={i}")
     assert server.stop() == 0
@@ -514,12 +528,9 @@ def test_access_log_is_flushed_on_shutdown(site: Path):
 # --- demo site and command line ------------------------------------------------------------
 
 
-def test_serve_without_root_serves_the_demo_site():
-    server = start_server(None)
-    try:
-        r = get(server, "/")
-    finally:
-        server.stop()
+def test_serve_without_root_serves_the_demo_site(serve: Serve):
+    server = serve(None)
+    r = get(server, "/")
     assert r.status == 200
     assert media_type(r.header("content-type"))[0] == "text/html"
     assert len(r.body) > 0
@@ -557,12 +568,10 @@ def test_serve_help_mentions_every_option():
 
 
 @pytest.mark.parametrize("size", ["1048576", "64M", "1G", "512K"])
-def test_cache_bytes_accepts_plain_numbers_and_suffixes(site: Path, size: str):
-    server = start_server(site, "--cache-bytes", size, "--access-log", "off")
-    try:
-        assert get(server, "/style.css").status == 200
-    finally:
-        assert server.stop() == 0
+def test_cache_bytes_accepts_plain_numbers_and_suffixes(site: Path, size: str, serve: Serve):
+    server = serve(site, "--cache-bytes", size, "--access-log", "off")
+    assert get(server, "/style.css").status == 200
+    assert server.stop() == 0
 
 
 @pytest.mark.parametrize("args", [["--cache-bytes", "lots"], ["--port", "notaport"],
@@ -582,6 +591,7 @@ def test_missing_root_folder_is_reported_not_served(tmp_path: Path):
     assert "Traceback" not in err
 
 
+@BOTH_SCHEMES
 def test_connection_close_response_has_no_trailing_bytes(srv: ServerProcess):
     with connect(srv) as s:
         s.sendall(request_bytes(srv, "/style.css", close=True))
@@ -590,24 +600,22 @@ def test_connection_close_response_has_no_trailing_bytes(srv: ServerProcess):
     assert body == STYLE_CSS.encode(), data[-200:]
 
 
-def test_an_error_after_a_streamed_file_on_the_same_connection_is_answered(docroot: Path):
+def test_an_error_after_a_streamed_file_on_the_same_connection_is_answered(docroot: Path,
+                                                                           serve: Serve):
     """A 405 (or any error) that follows a large, streamed response on a keep-alive connection
     is a normal response, not the abort reserved for errors in the middle of a body."""
     large = bytes(range(256)) * 1024  # 256 KiB: past the data cache, sent with sendfile
     (docroot / "large.bin").write_bytes(large)
-    server = start_server(docroot, "--access-log", "off")
-    try:
-        with connect(server) as s:
-            reader = ResponseReader(s)
-            host = f"Host: {server.host}\r\n"
-            s.sendall(f"GET /large.bin HTTP/1.1\r\n{host}\r\n".encode())
-            first = reader.read()
-            s.sendall(f"DELETE /large.bin HTTP/1.1\r\n{host}\r\n".encode())
-            second = reader.read()
-            s.sendall(f"GET /style.css HTTP/1.1\r\n{host}\r\n".encode())
-            third = reader.read()
-    finally:
-        server.stop()
+    server = serve(docroot, "--access-log", "off")
+    with connect(server) as s:
+        reader = ResponseReader(s)
+        host = f"Host: {server.host}\r\n"
+        s.sendall(f"GET /large.bin HTTP/1.1\r\n{host}\r\n".encode())
+        first = reader.read()
+        s.sendall(f"DELETE /large.bin HTTP/1.1\r\n{host}\r\n".encode())
+        second = reader.read()
+        s.sendall(f"GET /style.css HTTP/1.1\r\n{host}\r\n".encode())
+        third = reader.read()
     assert first.status == 200 and first.body == large
     assert second.status == 405
     assert third.status == 200 and third.body == (docroot / "style.css").read_bytes()

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import start_server
+from support import Serve, tls_files
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
@@ -34,25 +34,28 @@ def _write_site(root: Path) -> None:
     module.write_site(root)
 
 
-def test_locust_users_see_no_failures(tmp_path: Path) -> None:
-    root = tmp_path / "site"
-    _write_site(root)
-    server = start_server(root, "--access-log", "off")
+def run_users(tmp_path: Path, url: str, env: dict[str, str], users: int = 20,
+              seconds: int = 5) -> tuple[subprocess.CompletedProcess, dict[str, dict[str, str]],
+                                         list[str]]:
+    """A headless locust run of the locustfile against url: (the run, its stats rows by name,
+    its failures as text)."""
     prefix = tmp_path / "locust"
-    try:
-        run = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-             "-u", "20", "-r", "20", "-t", "5s", "-H", server.url, "--csv", str(prefix),
-             "--exit-code-on-error", "1", "--only-summary", "--loglevel", "WARNING"],
-            capture_output=True, text=True, timeout=90, cwd=tmp_path,
-            env={**os.environ, "LOCUST_THINK_SCALE": "0.2"},
-        )
-    finally:
-        rc = server.stop()
+    run = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+         "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "-H", url, "--csv",
+         str(prefix), "--exit-code-on-error", "1", "--only-summary", "--loglevel", "WARNING"],
+        capture_output=True, text=True, timeout=90, cwd=tmp_path,
+        env={**os.environ, "LOCUST_THINK_SCALE": "0.2", **env},
+    )
     with open(f"{prefix}_stats.csv", newline="") as f:
         rows = {row["Name"]: row for row in csv.DictReader(f)}
     with open(f"{prefix}_failures.csv", newline="") as f:
         failures = [f"{r['Name']}: {r['Error']} (x{r['Occurrences']})" for r in csv.DictReader(f)]
+    return run, rows, failures
+
+
+def assert_every_user_succeeded(run: subprocess.CompletedProcess,
+                                rows: dict[str, dict[str, str]], failures: list[str]) -> None:
     assert failures == [], "\n".join(failures) + "\n" + run.stderr[-3000:]
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     total = rows["Aggregated"]
@@ -61,4 +64,35 @@ def test_locust_users_see_no_failures(tmp_path: Path) -> None:
     # Every kind of user got to do its thing within the run.
     for name in ("page", "asset", "304 If-None-Match", "206 seek", "404 expected"):
         assert name in rows and int(rows[name]["Request Count"]) > 0, f"no '{name}' requests"
+
+
+def test_locust_users_see_no_failures(tmp_path: Path, serve: Serve) -> None:
+    root = tmp_path / "site"
+    _write_site(root)
+    server = serve(root, "--access-log", "off")
+    run, rows, failures = run_users(tmp_path, server.url, {})
+    rc = server.stop()
+    assert_every_user_succeeded(run, rows, failures)
+    assert rc == 0, server.stderr_text()[-3000:]
+
+
+def test_locust_users_over_https_see_no_failures(tmp_path: Path, serve: Serve) -> None:
+    """The same users over TLS, checking the certificate against the test CA (SSL_CERT_FILE);
+    a short run trusting another CA fails every request, so the check is really made."""
+    root = tmp_path / "site"
+    _write_site(root)
+    certs = tls_files(tmp_path / "certs")
+    server = serve(root, *certs.args, "--access-log", "off", https=True)
+    url = server.over_tls(certs.client_context()).url
+    assert url.startswith("https://")
+    stranger = tls_files(tmp_path / "stranger")
+    (tmp_path / "distrust").mkdir()
+    run, rows, failures = run_users(tmp_path / "distrust", url,
+                                    {"SSL_CERT_FILE": str(stranger.ca_file)}, users=2, seconds=2)
+    assert run.returncode != 0 and failures, "a certificate from an unknown CA was accepted"
+    assert int(rows["Aggregated"]["Request Count"]) == int(rows["Aggregated"]["Failure Count"])
+
+    run, rows, failures = run_users(tmp_path, url, {"SSL_CERT_FILE": str(certs.ca_file)})
+    rc = server.stop()
+    assert_every_user_succeeded(run, rows, failures)
     assert rc == 0, server.stderr_text()[-3000:]

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from support import scrape_metrics, wait_until
+from support import scrape_metrics, split_response, wait_until
 
 BODY = b"hello, logs\n"
 ANNOUNCE = re.compile(rb"flashsrv (listening|admin endpoint) on http://([^:\s]+):(\d+)")
@@ -71,20 +71,13 @@ class Server:
                 self.proc.wait(5)
         return self.proc.returncode
 
-    def metrics(self) -> dict[str, float]:
-        return scrape_metrics(self.admin)
-
     def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
             s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
             data = b""
             while chunk := s.recv(65536):
                 data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":")
-                                                                 for x in lines[1:])}
-        return int(lines[0].split()[1]), headers, body
+        return split_response(data, path)
 
 
 def start(root: Path, *args: str, stdout_pipe: bool = False) -> Server:
@@ -191,7 +184,7 @@ def test_stdout_nobody_reads_costs_access_log_lines_never_answers(tmp_path: Path
     try:
         answered = in_threads(2, lambda: pipelined(server.port, raw, 50_000, 500, b"200"))
         assert answered == [50_000, 50_000]
-        m = server.metrics()
+        m = scrape_metrics(server.admin)
         assert m['flashsrv_requests_total{status="200"}'] == 100_000
         dropped = m['flashsrv_log_dropped_total{log="access"}']
         assert dropped > 0, "100,000 log lines fitted in a pipe nobody reads?"
@@ -209,7 +202,7 @@ def test_stdout_nobody_reads_costs_access_log_lines_never_answers(tmp_path: Path
         # since (the pipe was full until now): compare with the metric as it ends up.
         def settled() -> bool:
             nonlocal dropped
-            dropped = server.metrics()['flashsrv_log_dropped_total{log="access"}']
+            dropped = scrape_metrics(server.admin)['flashsrv_log_dropped_total{log="access"}']
             return reported() == dropped
 
         assert wait_until(settled, timeout=10, interval=0.3), \
@@ -240,7 +233,7 @@ def test_stderr_nobody_reads_and_a_flood_of_bad_requests(tmp_path: Path):
                 assert s.recv(65536).startswith(b"HTTP/1.1 400 ")
         status, _, body = server.get("/hello.txt")
         assert (status, body) == (200, BODY)
-        m = server.metrics()
+        m = scrape_metrics(server.admin)
         assert m["flashsrv_requests_rejected_total"] >= 1000
         assert m['flashsrv_requests_total{status="404"}'] >= 6000
         assert m["flashsrv_log_suppressed_total"] > 0
@@ -303,7 +296,7 @@ def test_reload_and_reopen_keep_serving_and_keep_the_config_on_errors(tmp_path: 
         assert server.get("/hello.txt?rotated")[0] == 200
         assert wait_until(lambda: b"?rotated" in second.read_bytes(), timeout=5)
         assert b"?rotated" not in rotated.read_bytes()
-        assert server.metrics()["flashsrv_event_loop_lag_max_seconds"] < LAG_BOUND
+        assert scrape_metrics(server.admin)["flashsrv_event_loop_lag_max_seconds"] < LAG_BOUND
     finally:
         assert server.stop() == 0
         os.close(server.err_w)

@@ -459,3 +459,115 @@ def test_image_names_agree() -> None:
     images = {c["image"] for c in pod["containers"] + pod.get("initContainers", [])}
     assert images == {compose()["services"]["flashsrv"]["image"]}
     assert re.fullmatch(r"[a-z0-9./-]+(:[\w.-]+)?", images.pop())
+
+
+# ------------------------------------------------------------------------------- HTTPS
+
+
+K8S_TLS_AT_INGRESS = K8S.with_name("tls-at-ingress.yaml")
+K8S_TLS_PASSTHROUGH = K8S.with_name("tls-passthrough.yaml")
+K8S_TLS_PATCH = K8S.with_name("tls-passthrough-patch.yaml")
+TLS_PORT = 8443
+SECRET_KEYS = {"tls.crt", "tls.key"}  # the files of a kubernetes.io/tls Secret
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def merged(base: Any, patch: Any) -> Any:
+    """kubectl's strategic merge, as far as the patch uses it: maps merge key by key, lists of
+    maps merge their items by name (or mountPath, or containerPort), other values replace."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return {**base, **{k: merged(base.get(k), v) for k, v in patch.items()}}
+    if isinstance(base, list) and isinstance(patch, list) and all(
+            isinstance(item, dict) for item in base + patch):
+        def key(item: dict[str, Any]) -> Any:
+            return next(item[k] for k in ("name", "mountPath", "containerPort") if k in item)
+        result = list(base)
+        for item in patch:
+            at = [i for i, old in enumerate(result) if key(old) == key(item)]
+            if at:
+                result[at[0]] = merged(result[at[0]], item)
+            else:
+                result.append(item)
+        return result
+    return patch
+
+
+def passthrough_deployment() -> dict[str, Any]:
+    (patch,) = documents(K8S_TLS_PATCH)
+    assert "kind" not in patch, "a patch, not an object to apply"
+    return merged(k8s_object("Deployment"), patch)
+
+
+def pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    return deployment["spec"]["template"]["metadata"]["labels"]
+
+
+def test_dockerfile_exposes_the_https_port() -> None:
+    from flashsrv.config import Config
+
+    assert Config().tls_port == TLS_PORT
+    assert ("EXPOSE", str(TLS_PORT)) in final_stage()
+    text = DOCKERFILE.read_text()
+    assert "-e FLASHSRV_TLS_CERT=/certs/" in text and "-p 8443:8443" in text
+
+
+def test_k8s_tls_at_the_ingress_reaches_the_plain_http_service() -> None:
+    (ingress,) = documents(K8S_TLS_AT_INGRESS)
+    assert ingress["kind"] == "Ingress"
+    hosts = [h for tls in ingress["spec"]["tls"] for h in tls["hosts"]]
+    assert all(tls["secretName"] for tls in ingress["spec"]["tls"])
+    service = k8s_object("Service")
+    container = server_container(k8s_object("Deployment")["spec"]["template"]["spec"])
+    for rule in ingress["spec"]["rules"]:
+        assert rule["host"] in hosts
+        for path in rule["http"]["paths"]:
+            backend = path["backend"]["service"]
+            assert backend["name"] == service["metadata"]["name"]
+            (port,) = [p for p in service["spec"]["ports"]
+                       if p.get("name") == backend["port"].get("name")
+                       or p["port"] == backend["port"].get("number")]
+            assert resolve_port(container, port["targetPort"]) == PORT
+
+
+def test_k8s_tls_passthrough_mounts_the_secret_and_serves_https() -> None:
+    deployment = passthrough_deployment()
+    pod = deployment["spec"]["template"]["spec"]
+    container = server_container(pod)
+    assert resolve_port(container, "https") == TLS_PORT
+    assert resolve_port(container, "http") == PORT  # probes stay on plain HTTP
+    env = {e["name"]: e["value"] for e in container["env"]}
+    check_settings(env)
+    assert env.get("FLASHSRV_TLS_PORT", str(TLS_PORT)) == str(TLS_PORT)
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "certs"]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    secret = volume["secret"]
+    assert secret["defaultMode"] & 0o007 == 0, "the key readable by others"
+    assert pod["securityContext"]["fsGroup"] == UID and secret["defaultMode"] & 0o040
+    files = {env["FLASHSRV_TLS_CERT"], env["FLASHSRV_TLS_KEY"]}
+    assert files == {f"{mount['mountPath']}/{name}" for name in SECRET_KEYS}
+
+    service, ingress = documents(K8S_TLS_PASSTHROUGH)
+    assert (service["kind"], ingress["kind"]) == ("Service", "Ingress")
+    assert service["spec"]["selector"].items() <= pod_labels(deployment).items()
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 443 and resolve_port(container, port["targetPort"]) == TLS_PORT
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/ssl-passthrough"] == "true"
+    for rule in ingress["spec"]["rules"]:
+        assert rule["host"], "passthrough routes by the SNI name"
+        for path in rule["http"]["paths"]:
+            assert path["backend"]["service"]["name"] == service["metadata"]["name"]
+
+
+def test_k8s_tls_manifests_match_the_kubernetes_schema() -> None:
+    kv = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate is not installed (test extras)"
+    )
+    version = kv.latest_version()
+    for doc in [*documents(K8S_TLS_AT_INGRESS), *documents(K8S_TLS_PASSTHROUGH),
+                passthrough_deployment()]:
+        kv.validate(doc, version, strict=True)

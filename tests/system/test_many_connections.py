@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import get, open_fd_count, raise_nofile_limit, request_bytes, start_server
+from support import Serve, get, open_fd_count, raise_nofile_limit, request_bytes
 
 N = 10_000
 BATCH = 500
@@ -59,15 +59,16 @@ def _read_all(socks: list[socket.socket], timeout: float) -> dict[socket.socket,
 
 
 @pytest.mark.timeout(180)
-def test_ten_thousand_keepalive_connections_on_one_worker_are_all_served(tmp_path: Path):
+def test_ten_thousand_keepalive_connections_on_one_worker_are_all_served(tmp_path: Path,
+                                                                          serve: Serve):
     if raise_nofile_limit(N + 1000) < N + 200:
         pytest.skip(f"RLIMIT_NOFILE hard limit is below {N + 200}: cannot hold {N} sockets")
     root = tmp_path / "www"
     root.mkdir()
     (root / "page.txt").write_bytes(BODY)
-    server = start_server(root, "--max-connections", str(N + 1000), "--workers", "1",
-                          "--header-timeout", "60", "--keepalive-timeout", "120",
-                          "--access-log", "off")
+    server = serve(root, "--max-connections", str(N + 1000), "--workers", "1",
+                   "--header-timeout", "60", "--keepalive-timeout", "120",
+                   "--access-log", "off")
     socks: list[socket.socket] = []
     try:
         start = time.monotonic()
@@ -107,4 +108,3 @@ def test_ten_thousand_keepalive_connections_on_one_worker_are_all_served(tmp_pat
     finally:
         for s in socks:
             s.close()
-        server.stop()

@@ -42,6 +42,8 @@ from support import (
     admin_address,
     assert_no_leaks,
     connect,
+    decompress,
+    fetch,
     fuse_mount,
     memory_answers,
     read_until_eof,
@@ -180,9 +182,9 @@ def _small(n: int) -> tuple[str, dict[str, str]]:
 def _check_small(r: Result) -> None:
     i = r.n % SMALL
     coding = r.headers.get("content-encoding")
-    if coding == "gzip" and i % 2 == 0:  # no sibling: compressed on the fly (--compress)
+    if coding and i % 2 == 0:  # no sibling: compressed on the fly (--compress)
         _expect(r, 200)
-        _require(gzip.decompress(r.body) == small_bytes(i), r)
+        _require(decompress(coding, r.body) == small_bytes(i), r)
     else:
         _expect(r, 200, small_bytes(i, {"br": ".br", "gzip": ".gz", None: ""}[coding]))
 
@@ -228,17 +230,10 @@ def _check_listing(r: Result) -> None:
     _require(b"entry-00000.txt" in r.body and f"entry-{LISTED - 1:05}.txt".encode() in r.body, r)
 
 
-def fetch(server: ServerProcess, path: str, headers: dict[str, str] | None = None,
-          method: str = "GET", timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
-    """One request on a fresh connection, read to EOF."""
-    with connect(server, timeout=timeout) as s:
-        s.sendall(request_bytes(server, path, method, headers=headers, close=True))
-        return split_response(read_until_eof(s, timeout=timeout, limit=1 << 30), path)
-
-
 def fetch_all(server: ServerProcess, paths: list[str], method: str = "GET") -> None:
     """Requests for paths, all at once (each path's lookup in a helper of its own)."""
-    threads = [threading.Thread(target=fetch, args=(server, path), kwargs={"method": method})
+    threads = [threading.Thread(target=fetch, args=(server, path),
+                                kwargs={"method": method, "timeout": 30.0})
                for path in paths]
     for t in threads:
         t.start()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
-from support import LISTEN_RE, ServerProcess, get, start_server
+from support import LISTEN_RE, Serve, ServerProcess, free_port, get, start_server
 
 DEFAULT_CACHE_CONTROL = "no-cache"
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -126,7 +125,7 @@ def test_cache_control_rule_is_repeated_on_304_and_206(configured: ServerProcess
     assert partial.header("cache-control") == IMMUTABLE
 
 
-def test_first_matching_cache_control_rule_wins(tmp_path: Path) -> None:
+def test_first_matching_cache_control_rule_wins(tmp_path: Path, serve: Serve) -> None:
     make_site(tmp_path)
     config = write(tmp_path / "rules.toml", """\
 root = "www"
@@ -137,12 +136,9 @@ value = "no-store"
 pattern = "*"
 value = "max-age=60"
 """)
-    srv = start_server(None, "--config", str(config), "--access-log", "off")
-    try:
-        assert get(srv, "/about.html").header("cache-control") == "no-store"
-        assert get(srv, "/data.bin").header("cache-control") == "max-age=60"
-    finally:
-        srv.stop()
+    srv = serve(None, "--config", str(config), "--access-log", "off")
+    assert get(srv, "/about.html").header("cache-control") == "no-store"
+    assert get(srv, "/data.bin").header("cache-control") == "max-age=60"
 
 
 def test_extra_headers_are_sent_on_200_206_and_304(configured: ServerProcess) -> None:
@@ -162,25 +158,15 @@ def test_no_extra_headers_without_configuration(plain: ServerProcess) -> None:
 
 
 def test_listing_precedence_flag_over_environment_over_file(site_dir: Path,
-                                                            tmp_path: Path) -> None:
+                                                            tmp_path: Path, serve: Serve) -> None:
     config = write(tmp_path / "listing.toml",
                    f'root = "{site_dir / "www"}"\nlisting = false\n')
     cases = [({}, (), 403), ({"FLASHSRV_LISTING": "1"}, (), 200),
              ({"FLASHSRV_LISTING": "1"}, ("--no-listing",), 403),
              ({}, ("--listing",), 200)]
     for env, flags, status in cases:
-        srv = start_server(None, "--config", str(config), "--access-log", "off", *flags,
-                           env=env)
-        try:
-            assert get(srv, "/empty/").status == status, (env, flags)
-        finally:
-            srv.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        srv = serve(None, "--config", str(config), "--access-log", "off", *flags, env=env)
+        assert get(srv, "/empty/").status == status, (env, flags)
 
 
 def _listening_port(config: Path, env: dict[str, str], *flags: str) -> int:
@@ -211,7 +197,7 @@ def _listening_port(config: Path, env: dict[str, str], *flags: str) -> int:
 
 def test_port_precedence_flag_over_environment_over_file(site_dir: Path,
                                                          tmp_path: Path) -> None:
-    file_port, env_port, flag_port = _free_port(), _free_port(), _free_port()
+    file_port, env_port, flag_port = free_port(), free_port(), free_port()
     config = write(tmp_path / "port.toml",
                    f'root = "{site_dir / "www"}"\nhost = "127.0.0.1"\nport = {file_port}\n')
     assert _listening_port(config, {}) == file_port
@@ -315,20 +301,17 @@ def test_configured_error_page_is_served_with_status_404(configured: ServerProce
         assert resp.header("content-length") == str(len(CUSTOM_404))
 
 
-def test_root_404_html_is_used_without_configuration(tmp_path: Path) -> None:
+def test_root_404_html_is_used_without_configuration(tmp_path: Path, serve: Serve) -> None:
     root = tmp_path / "www"
     root.mkdir()
     (root / "404.html").write_bytes(b"<h1>our own 404</h1>\n")
-    srv = start_server(root, "--access-log", "off")
-    try:
-        resp = get(srv, "/missing.css")
-        assert resp.status == 404
-        assert resp.body == b"<h1>our own 404</h1>\n"
-        head = get(srv, "/missing.css", method="HEAD")
-        assert head.status == 404
-        assert head.header("content-length") == str(len(b"<h1>our own 404</h1>\n"))
-    finally:
-        srv.stop()
+    srv = serve(root, "--access-log", "off")
+    resp = get(srv, "/missing.css")
+    assert resp.status == 404
+    assert resp.body == b"<h1>our own 404</h1>\n"
+    head = get(srv, "/missing.css", method="HEAD")
+    assert head.status == 404
+    assert head.header("content-length") == str(len(b"<h1>our own 404</h1>\n"))
 
 
 def test_without_404_html_the_builtin_404_page_is_used(plain: ServerProcess) -> None:
@@ -454,14 +437,11 @@ def listing(listing_root: Path) -> Iterator[ServerProcess]:
     srv.stop()
 
 
-def test_listing_is_off_by_default(listing_root: Path) -> None:
-    srv = start_server(listing_root, "--access-log", "off")
-    try:
-        resp = get(srv, "/files/")
-        assert resp.status == 403
-        assert b"&lt;script&gt;" not in resp.body and b"b&amp;b.txt" not in resp.body
-    finally:
-        srv.stop()
+def test_listing_is_off_by_default(listing_root: Path, serve: Serve) -> None:
+    srv = serve(listing_root, "--access-log", "off")
+    resp = get(srv, "/files/")
+    assert resp.status == 403
+    assert b"&lt;script&gt;" not in resp.body and b"b&amp;b.txt" not in resp.body
 
 
 @pytest.fixture(scope="module")
@@ -501,13 +481,10 @@ def test_listing_hides_dotfiles(listing_page: bytes) -> None:
     assert b".secret" not in body and b".hidden-dir" not in body
 
 
-def test_listing_is_served_on_every_request(listing_root: Path) -> None:
+def test_listing_is_served_on_every_request(listing_root: Path, serve: Serve) -> None:
     """Also within the path cache's one-second trust window, not only on the first request."""
-    srv = start_server(listing_root, "--access-log", "off", "--listing")
-    try:
-        statuses = [get(srv, "/files/").status for _ in range(4)]
-    finally:
-        srv.stop()
+    srv = serve(listing_root, "--access-log", "off", "--listing")
+    statuses = [get(srv, "/files/").status for _ in range(4)]
     assert statuses == [200] * 4
 
 

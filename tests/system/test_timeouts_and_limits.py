@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from support import (
     ResponseReader,
+    Serve,
     ServerProcess,
     connect,
     get,
@@ -112,17 +113,14 @@ def test_trickled_header_bytes_do_not_extend_the_header_timeout(quick: ServerPro
     assert 0.7 <= closed_at <= 3.5, f"closed after {closed_at:.2f} s"
 
 
-def test_slow_but_timely_headers_are_served(site: Path):
-    server = start_server(site, "--header-timeout", "3", "--access-log", "off")
-    try:
-        raw = request_bytes(server, "/page.txt", close=True)
-        with connect(server) as s:
-            for i in range(0, len(raw), 10):
-                s.sendall(raw[i:i + 10])
-                time.sleep(0.1)
-            r = ResponseReader(s).read()
-    finally:
-        server.stop()
+def test_slow_but_timely_headers_are_served(site: Path, serve: Serve):
+    server = serve(site, "--header-timeout", "3", "--access-log", "off")
+    raw = request_bytes(server, "/page.txt", close=True)
+    with connect(server) as s:
+        for i in range(0, len(raw), 10):
+            s.sendall(raw[i:i + 10])
+            time.sleep(0.1)
+        r = ResponseReader(s).read()
     assert r.status == 200 and r.body == PAGE
 
 
@@ -139,20 +137,17 @@ def test_idle_keepalive_connection_is_closed_after_the_keepalive_timeout(quick: 
     assert 0.5 <= elapsed <= 3.5, f"closed after {elapsed:.2f} s, expected about 1 s"
 
 
-def test_keepalive_connection_reused_within_the_timeout_is_served(site: Path):
-    server = start_server(site, "--keepalive-timeout", "3", "--header-timeout", "1",
-                          "--access-log", "off")
-    try:
-        with connect(server) as s:
-            reader = ResponseReader(s)
-            s.sendall(request_bytes(server, "/page.txt"))
-            assert reader.read().status == 200
-            # Idle longer than the header timeout but shorter than the keep-alive timeout.
-            time.sleep(1.6)
-            s.sendall(request_bytes(server, "/page.txt"))
-            r = reader.read()
-    finally:
-        server.stop()
+def test_keepalive_connection_reused_within_the_timeout_is_served(site: Path, serve: Serve):
+    server = serve(site, "--keepalive-timeout", "3", "--header-timeout", "1",
+                   "--access-log", "off")
+    with connect(server) as s:
+        reader = ResponseReader(s)
+        s.sendall(request_bytes(server, "/page.txt"))
+        assert reader.read().status == 200
+        # Idle longer than the header timeout but shorter than the keep-alive timeout.
+        time.sleep(1.6)
+        s.sendall(request_bytes(server, "/page.txt"))
+        r = reader.read()
     assert r.status == 200 and r.body == PAGE
 
 
@@ -212,11 +207,11 @@ def _collect_replies(socks: list[socket.socket], duration: float) -> dict[socket
     return got
 
 
-def test_connections_beyond_the_limit_never_take_a_response_in_flight(site: Path):
+def test_connections_beyond_the_limit_never_take_a_response_in_flight(site: Path, serve: Serve):
     """At the cap, a new connection may only take the slot of one waiting for a request
     (idle keep-alive, or a head not yet complete); downloads in progress are never cut."""
     raise_nofile_limit(4096)
-    server = start_server(site, "--max-connections", "50", "--access-log", "off")
+    server = serve(site, "--max-connections", "50", "--access-log", "off")
     first: list[socket.socket] = []
     extras: list[socket.socket] = []
     later: list[socket.socket] = []
@@ -281,18 +276,17 @@ def test_connections_beyond_the_limit_never_take_a_response_in_flight(site: Path
     finally:
         for s in first + extras + later:
             s.close()
-        server.stop()
 
 
 # --- thousands of idle connections ---------------------------------------------------------
 
 
-def test_two_thousand_idle_connections_do_not_stop_a_normal_request(site: Path):
+def test_two_thousand_idle_connections_do_not_stop_a_normal_request(site: Path, serve: Serve):
     n = 2000
     if raise_nofile_limit(n + 500) < n + 200:
         pytest.skip("RLIMIT_NOFILE hard limit too low for 2,000 connections in the test process")
-    server = start_server(site, "--max-connections", "10000", "--header-timeout", "60",
-                          "--keepalive-timeout", "60", "--access-log", "off")
+    server = serve(site, "--max-connections", "10000", "--header-timeout", "60",
+                   "--keepalive-timeout", "60", "--access-log", "off")
     idle: list[socket.socket] = []
     try:
         for i in range(n):
@@ -320,4 +314,3 @@ def test_two_thousand_idle_connections_do_not_stop_a_normal_request(site: Path):
     finally:
         for s in idle:
             s.close()
-        server.stop()

@@ -18,11 +18,15 @@ from support import (
     Response,
     ResponseReader,
     ServerProcess,
+    Servers,
     connect,
     get,
+    on_all_schemes,
+    on_both_schemes,
+    on_one_connection,
     parse_byteranges,
     request_bytes,
-    start_server,
+    scheme_of,
 )
 
 OLD = 1_600_000_000  # Sun, 13 Sep 2020 12:26:40 GMT
@@ -50,10 +54,21 @@ def big_data(docroot: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(docroot: Path) -> Iterator[ServerProcess]:
-    srv = start_server(docroot, "--access-log", "off")
-    yield srv
-    srv.stop()
+def servers(docroot: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    with Servers(docroot, "--access-log", "off", tls_folder=tmp_path_factory.mktemp("tls")
+                 ) as pool:
+        yield pool
+
+
+@pytest.fixture
+def server(servers: Servers, request: pytest.FixtureRequest) -> ServerProcess:
+    """The module's server over plain HTTP; over TLS too for the tests marked BOTH_SCHEMES, and
+    over HTTP/2 as well for those marked ALL_SCHEMES."""
+    return servers[scheme_of(request)]
+
+
+BOTH_SCHEMES = on_both_schemes("server")
+ALL_SCHEMES = on_all_schemes("server")  # HTTP semantics, not HTTP/1.1 framing: HTTP/2 too
 
 
 def etag_of(path: Path) -> str:
@@ -70,14 +85,10 @@ def exchange_then_probe(server: ServerProcess, path: str, headers: dict[str, str
     """One request then a plain GET of /page.html on the same connection; returns the first.
 
     If the first response carried body bytes it should not have (304, HEAD), they are parsed as
-    the second response's head and the probe fails, so this proves the framing too.
+    the second response's head and the probe fails, so this proves the framing too (over
+    HTTP/2, the client's checks of each stream against its Content-Length).
     """
-    with connect(server) as sock:
-        sock.sendall(request_bytes(server, path, method, headers=headers)
-                     + request_bytes(server, "/page.html", close=True))
-        reader = ResponseReader(sock)
-        first = reader.read(head_request=(method == "HEAD"))
-        probe = reader.read()
+    first, probe = on_one_connection(server, (method, path, headers), ("GET", "/page.html", {}))
     assert probe.status == 200 and probe.body.endswith(b"validators</p>\n"), probe
     return first
 
@@ -98,6 +109,7 @@ def test_last_modified_is_the_file_mtime(server: ServerProcess, docroot: Path) -
     assert resp.header("last-modified") == last_modified_of(docroot / "data.bin")
 
 
+@ALL_SCHEMES
 def test_if_none_match_same_etag_gives_304_with_the_200_validators_and_no_body(
         server: ServerProcess, docroot: Path) -> None:
     full = get(server, "/page.html")
@@ -144,6 +156,7 @@ def test_if_none_match_wins_over_if_modified_since(server: ServerProcess,
 
 
 @pytest.mark.parametrize("offset", [0, 86400])
+@ALL_SCHEMES
 def test_if_modified_since_not_modified_gives_304(server: ServerProcess, offset: int) -> None:
     resp = exchange_then_probe(server, "/page.html",
                                {"If-Modified-Since": formatdate(OLD + offset, usegmt=True)})
@@ -181,6 +194,7 @@ def test_if_modified_since_in_other_date_formats_is_understood(server: ServerPro
         assert get(server, "/data.bin", {"If-Modified-Since": value}).status == 304, value
 
 
+@ALL_SCHEMES
 def test_if_match_other_etag_gives_412(server: ServerProcess) -> None:
     resp = get(server, "/data.bin", {"If-Match": '"0-0"'})
     assert resp.status == 412
@@ -231,6 +245,7 @@ def test_head_has_the_get_headers_and_no_body(server: ServerProcess) -> None:
     assert head.header("content-length") == str(len(DATA))
 
 
+@ALL_SCHEMES
 def test_head_with_matching_if_none_match_gives_304(server: ServerProcess,
                                                     docroot: Path) -> None:
     resp = exchange_then_probe(server, "/data.bin",
@@ -257,6 +272,7 @@ def test_files_advertise_accept_ranges_bytes(server: ServerProcess) -> None:
     ("BYTES = 10-19", 10, 19),
 ], ids=["first-100", "suffix-100", "open-ended", "end-past-eof-clamped", "first-byte",
         "last-byte", "suffix-longer-than-file", "case-and-whitespace"])
+@ALL_SCHEMES
 def test_single_range_gives_206_with_exact_bytes(server: ServerProcess, spec: str, start: int,
                                                  end: int) -> None:
     resp = get(server, "/data.bin", {"Range": spec})
@@ -273,6 +289,7 @@ def test_206_carries_the_validators_and_cache_control_of_the_200(server: ServerP
         assert part.header(name) == full.header(name), name
 
 
+@ALL_SCHEMES
 def test_range_response_keeps_the_connection_usable(server: ServerProcess) -> None:
     resp = exchange_then_probe(server, "/data.bin", {"Range": "bytes=10-19"})
     assert resp.status == 206 and resp.body == DATA[10:20]
@@ -280,6 +297,7 @@ def test_range_response_keeps_the_connection_usable(server: ServerProcess) -> No
 
 @pytest.mark.parametrize("spec", ["bytes=10000-", "bytes=20000-30000", "bytes=-0",
                                   "bytes=10000-10000, 12000-"])
+@ALL_SCHEMES
 def test_unsatisfiable_range_gives_416_with_the_current_size(server: ServerProcess,
                                                              spec: str) -> None:
     resp = get(server, "/data.bin", {"Range": spec})
@@ -311,6 +329,7 @@ def test_range_is_ignored_for_head(server: ServerProcess) -> None:
 # --- multiple ranges --------------------------------------------------------------------------
 
 
+@ALL_SCHEMES
 def test_multiple_ranges_give_multipart_byteranges_with_each_part_correct(
         server: ServerProcess) -> None:
     resp = get(server, "/data.bin", {"Range": "bytes=0-9, 100-199, -5"})
@@ -326,6 +345,7 @@ def test_multiple_ranges_give_multipart_byteranges_with_each_part_correct(
         assert data == DATA[start : end + 1]
 
 
+@ALL_SCHEMES
 def test_multipart_response_keeps_the_connection_usable(server: ServerProcess) -> None:
     resp = exchange_then_probe(server, "/data.bin", {"Range": "bytes=0-0,2-2"})
     assert [data for _, data in parse_byteranges(resp)] == [DATA[0:1], DATA[2:3]]
@@ -377,6 +397,7 @@ def test_more_than_sixteen_ranges_get_a_plain_200(server: ServerProcess) -> None
 # --- If-Range ---------------------------------------------------------------------------------
 
 
+@ALL_SCHEMES
 def test_if_range_with_matching_etag_gives_206(server: ServerProcess, docroot: Path) -> None:
     resp = get(server, "/data.bin",
                {"Range": "bytes=0-9", "If-Range": etag_of(docroot / "data.bin")})
@@ -435,6 +456,7 @@ def test_failing_if_match_with_range_gives_412(server: ServerProcess) -> None:
     ("bytes=-1000", BIG_SIZE - 1000, BIG_SIZE - 1),
     ("bytes=52428000-", 52428000, BIG_SIZE - 1),
 ], ids=["1MiB-from-the-middle", "100-bytes-odd-offset", "suffix", "open-ended-tail"])
+@ALL_SCHEMES
 def test_range_of_a_large_file_returns_exactly_those_bytes(
         server: ServerProcess, big_data: bytes, spec: str, start: int, end: int) -> None:
     resp = get(server, "/big.bin", {"Range": spec})
@@ -443,6 +465,7 @@ def test_range_of_a_large_file_returns_exactly_those_bytes(
     assert resp.body == big_data[start : end + 1]
 
 
+@ALL_SCHEMES
 def test_multiple_ranges_of_a_large_file_return_exact_parts(server: ServerProcess,
                                                             big_data: bytes) -> None:
     spans = [(1_000_000, 1_000_099), (30_000_000, 30_065_535), (BIG_SIZE - 10, BIG_SIZE - 1)]
@@ -455,6 +478,7 @@ def test_multiple_ranges_of_a_large_file_return_exact_parts(server: ServerProces
     assert [d for _, d in parts] == [big_data[a : b + 1] for a, b in spans]
 
 
+@BOTH_SCHEMES
 def test_seeking_in_a_large_file_on_one_connection(server: ServerProcess,
                                                    big_data: bytes) -> None:
     """A video player seeks: several ranges of one big file on a keep-alive connection."""
@@ -469,6 +493,7 @@ def test_seeking_in_a_large_file_on_one_connection(server: ServerProcess,
             assert resp.body == big_data[offset : offset + 262144], offset
 
 
+@ALL_SCHEMES
 def test_etag_of_large_file_answers_if_none_match(server: ServerProcess, docroot: Path,
                                                   big_data: bytes) -> None:
     assert big_data
