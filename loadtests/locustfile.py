@@ -10,11 +10,16 @@ that is not a 304, a Range answer with the wrong Content-Range or the wrong byte
 page that is not a 404 counts as a failure, so a load test is also a correctness test under
 concurrency. Think times are short (LOCUST_THINK_SCALE scales them; 0 = none) because the point
 is load, not a faithful human pace.
+
+Over HTTPS (`-H https://...`) the users check the server's certificate, as browsers do, against
+the system's CAs or the bundle SSL_CERT_FILE names (a test CA, for example); set
+LOCUST_INSECURE_TLS=1 to accept any certificate (a self-signed one).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
 from pathlib import Path
 from types import ModuleType
@@ -47,6 +52,17 @@ SITE = _load_site_module()
 VIDEO: bytes = SITE.video_bytes()
 
 
+# FastHttpUser accepts any certificate unless told otherwise.
+INSECURE_TLS = os.environ.get("LOCUST_INSECURE_TLS", "") == "1"
+
+
+class SiteUser(FastHttpUser):
+    """What every user here shares: certificates checked over HTTPS."""
+
+    abstract = True
+    insecure = INSECURE_TLS
+
+
 def assets_of(page: str, html: str) -> list[str]:
     """Absolute paths of the subresources a browser would load for `page`, in document order
     (stylesheets, icons, preloads, scripts, images; not links, not the <video preload="none">).
@@ -54,7 +70,7 @@ def assets_of(page: str, html: str) -> list[str]:
     return [group[0] for group in page_refs(page, html).assets]
 
 
-class Visitor(FastHttpUser):
+class Visitor(SiteUser):
     """A first-time visitor: a page, then every asset it references."""
 
     weight = 6
@@ -74,7 +90,7 @@ class Visitor(FastHttpUser):
                     resp.failure(f"{asset}: {problem}")
 
 
-class ReturningVisitor(FastHttpUser):
+class ReturningVisitor(SiteUser):
     """A visitor with a warm browser cache: every request is conditional and must be a 304."""
 
     weight = 4
@@ -119,7 +135,7 @@ class ReturningVisitor(FastHttpUser):
             self._revalidate(path, {"If-Modified-Since": last_modified}, "304 If-Modified-Since")
 
 
-class VideoViewer(FastHttpUser):
+class VideoViewer(SiteUser):
     """A video player: it seeks, resumes and reads the tail (index) of a large file."""
 
     weight = 2
@@ -175,7 +191,7 @@ class VideoViewer(FastHttpUser):
                 resp.success()
 
 
-class LostVisitor(FastHttpUser):
+class LostVisitor(SiteUser):
     """Old links and scanners: requests for things that do not exist must be clean 404s."""
 
     weight = 1

@@ -23,6 +23,11 @@ Workloads (the Flash paper's comparison, on a small scale):
   its own start for this row, with the issue's settings (flashsrv `--helpers 8 --cache-bytes 1M`,
   slow disk 120 IOPS / 16 MiB/s, 8 s) unless --helpers, --cache-bytes, --throttle-iops,
   --throttle-bps or --duration say otherwise.
+- TLS (issue 11; nginx and flashsrv amped only, same certificate, ciphers and TLS versions):
+  the cached 2 KB and 1 MiB files over HTTP/1.1 + TLS (wrk over https), the 2 KB file over h2
+  (h2load -c 16 -m 10; skipped with a note without h2load or when the server's ALPN does not pick
+  h2), and handshakes/s (wrk over https with `Connection: close`: a new connection and a full
+  handshake per request).
 
 The floor: `loadtests/floor_server.py`, a bare uvloop + httptools server answering every request
 with one constant 2 KB response, runs the cached 2 KB workload only. It is what no Python server

@@ -22,9 +22,19 @@ from flashsrv.config import parse_size  # the server's own size syntax (64M, 1G)
 
 from .dataset import make_dataset
 from .machine import log, machine_info, wait_until_quiet
-from .measure import Bench
+from .measure import Bench, Skipped
 from .report import write_results
-from .servers import SERVERS, Running, discover_tools, start_server, stop_server, unavailable
+from .servers import (
+    SERVERS,
+    Certificate,
+    Running,
+    discover_tools,
+    make_certificate,
+    start_server,
+    stop_server,
+    tls_unavailable,
+    unavailable,
+)
 from .slow_disk import Throttle
 from .workloads import (
     ALL_WORKLOADS,
@@ -35,6 +45,7 @@ from .workloads import (
     DEFAULT_IOPS,
     MIB,
     THROTTLED,
+    TLS,
     WORKLOAD_TITLES,
     server_args,
 )
@@ -92,6 +103,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _tls_setup(work: Path, workloads: list[str],
+               notes: list[str]) -> tuple[Certificate | None, list[str]]:
+    """The run's certificate when a TLS row is asked for, and the workloads that can run: no
+    TLS rows without a certificate, no h2 row without h2load."""
+    if not set(TLS) & set(workloads):
+        return None, workloads
+    certificate, why = make_certificate(work)
+    if certificate is None:
+        notes.append(f"TLS rows skipped: {why}")
+        return None, [w for w in workloads if w not in TLS]
+    notes.append(f"TLS certificate: {why}")
+    if "h2-small" in workloads and not shutil.which("h2load"):
+        notes.append(f"{WORKLOAD_TITLES['h2-small']} skipped: h2load not found "
+                     "(apt-get install nghttp2-client)")
+        workloads = [w for w in workloads if w != "h2-small"]
+    return certificate, workloads
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -119,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     throttle: Throttle | None = None
     bench: Bench | None = None
     running: Running | None = None
+    no_tls: list[str] = []  # servers the TLS rows are not run for
     try:
         if set(THROTTLED) & set(workloads):  # before the data: no large files for nothing
             throttle, why = Throttle.create(work)
@@ -129,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 workloads = [w for w in workloads if w not in THROTTLED]
             else:
                 notes.append(f"slow disk: {why} on device {throttle.device} ({throttle.path})")
+        certificate, workloads = _tls_setup(work, workloads, notes)
         log(f"creating data sets in {work}")
         ds = make_dataset(work, args.quick, workloads)
         bench = Bench(args, tools, ds, work, throttle)
@@ -141,12 +172,18 @@ def main(argv: list[str] | None = None) -> int:
                 only = ", ".join(WORKLOAD_TITLES[w] for w in spec.workloads)
                 notes.append(f"{spec.label} runs only {only} ({spec.only_why}); not run: "
                              + ", ".join(skipped))
-            if not todo:
-                continue
+            elif any(w in TLS and w not in spec.workloads for w in workloads):
+                no_tls.append(spec.label)
             why_not = unavailable(spec, tools)
-            if why_not:
+            if todo and why_not:
                 log(f"{spec.label}: skipped: {why_not}")
                 notes.append(f"{spec.label} skipped: {why_not}")
+                continue
+            why_not = tls_unavailable(spec, tools)
+            if why_not and any(w in TLS for w in todo):
+                notes.append(f"{spec.label}: TLS rows skipped: {why_not}")
+                todo = [w for w in todo if w not in TLS]
+            if not todo:
                 continue
             # The large-file row gets a server start of its own: its flashsrv settings differ
             # (--helpers, --cache-bytes) and every server meets it fresh.
@@ -165,10 +202,18 @@ def main(argv: list[str] | None = None) -> int:
                                      "skewed")
                 log(f"{spec.label}: starting")
                 running = start_server(spec, tools, ds, work, server_args(args, phase[0]),
-                                       throttle)
+                                       throttle,
+                                       certificate if set(TLS) & set(phase) else None)
+                if running.tls:
+                    notes.append(f"{spec.label} over TLS: {running.tls}")
                 try:
                     for w in phase:
-                        row = bench.measure(running, w)
+                        try:
+                            row = bench.measure(running, w)
+                        except Skipped as e:
+                            log(f"{spec.label}, {WORKLOAD_TITLES[w]}: skipped: {e}")
+                            notes.append(f"{spec.label}, {WORKLOAD_TITLES[w]}: skipped: {e}")
+                            continue
                         bench.rows.append(row)
                         log(f"{spec.label:32} {row.workload:28} {row.rps:>10,.0f} req/s "
                             f"{row.mbps:>9,.1f} MB/s  errors {row.errors}  "
@@ -192,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    if no_tls:
+        notes.append("TLS rows: nginx and flashsrv amped only; not run for "
+                     + ", ".join(no_tls))
     rows = bench.rows if bench else []
     problems = bench.problems if bench else []
     notes += [f"problem: {p}" for p in problems]

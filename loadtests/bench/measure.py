@@ -24,6 +24,7 @@ from .workloads import (
     HOT_CONNECTIONS,
     MIB,
     PROBE_INTERVAL,
+    TLS,
     WORKLOAD_TITLES,
     cold_large_seconds,
     cold_large_throttle,
@@ -32,6 +33,10 @@ from .workloads import (
 
 # One load generator of a run: (paths, connections, mode), mode as in load_generators.Wrk.
 Load = tuple[list[str], int, str]
+
+
+class Skipped(Exception):
+    """A workload this server cannot run (the message says why): a note, not a row."""
 
 
 @dataclass
@@ -73,14 +78,22 @@ class Bench:
         self.problems: list[str] = []
 
     def measure(self, srv: Running, workload: str) -> Row:
-        a, ds = self.args, self.ds
+        """One row; raises Skipped when this server cannot run the workload."""
+        ds = self.ds
         if workload in CACHED:
-            paths = [CACHED[workload]]
-            mode = "bulk" if workload in ("1mib", "20mib") else "single"
-            if a.warmup:
-                Wrk(self.tools, self.work, srv, paths, CONNECTIONS[workload],
-                    a.warmup, mode).result()
-            return self._run(srv, workload, [(paths, CONNECTIONS[workload], mode)])
+            return self._cached(srv, workload, CACHED[workload],
+                                "bulk" if workload in ("1mib", "20mib") else "single")
+        if workload in TLS:
+            cached, mode = TLS[workload]
+            alpn = srv.tls.alpn if srv.tls else None
+            if mode == "h2" and alpn != "h2":
+                raise Skipped(f"its TLS port does not negotiate h2 (ALPN chose {alpn or 'none'} "
+                              "of h2, http/1.1)")
+            row = self._cached(srv, workload, CACHED[cached], mode)
+            if mode == "https-close":
+                row.note = "; ".join(filter(None, [
+                    "req/s = full handshakes/s (no session resumption)", row.note]))
+            return row
         if workload == "many":
             warm(ds.files(ds.many))
             return self._run(srv, workload, [(ds.many, CONNECTIONS["many"], "random")])
@@ -89,6 +102,13 @@ class Bench:
         if workload == "coldlarge":
             return self._cold_large(srv)
         raise ValueError(workload)
+
+    def _cached(self, srv: Running, workload: str, path: str, mode: str) -> Row:
+        """One cached file requested over and over, after the warm-up."""
+        connections = CONNECTIONS[workload]
+        if self.args.warmup:
+            Wrk(self.tools, self.work, srv, [path], connections, self.args.warmup, mode).result()
+        return self._run(srv, workload, [([path], connections, mode)])
 
     def _run(self, srv: Running, workload: str,
              loads: list[Load], probe: bool = False,

@@ -1,7 +1,7 @@
 """The report of a run: the markdown table (ratios to nginx, CPU per request, probe latency),
-the issues' performance targets checked against this run's ratios (issue 4, and issue 10's CPU
-per request against the Python floor), and the files written (results.md, results.json and the
-chart). Reads rows; never measures anything."""
+the issues' performance targets checked against this run's ratios (issue 4, issue 10's CPU
+per request against the Python floor, issue 11's TLS rows), and the files written (results.md,
+results.json and the chart). Reads rows; never measures anything."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .chart import write_chart
 from .measure import Row
 from .servers import FLOOR
 from .workloads import (
+    BY_BYTES,
     COLD_LARGE,
     MIB,
     WORKLOAD_TITLES,
@@ -28,14 +29,14 @@ from .workloads import (
 def ratio_column(rows: list[Row]) -> dict[int, str]:
     """'x nginx' for every row whose workload nginx also ran (req/s; MB/s for big files)."""
     ref = {r.workload: r for r in rows if r.server == "nginx"}
+    by_bytes = {WORKLOAD_TITLES[w] for w in BY_BYTES}
     out: dict[int, str] = {}
     for i, r in enumerate(rows):
         base = ref.get(r.workload)
         if base is None or r.probe_p99_ms is not None:
             out[i] = "—"
             continue
-        big = r.workload in (WORKLOAD_TITLES["1mib"], WORKLOAD_TITLES["20mib"])
-        num, den = (r.mbps, base.mbps) if big else (r.rps, base.rps)
+        num, den = (r.mbps, base.mbps) if r.workload in by_bytes else (r.rps, base.rps)
         out[i] = f"{num / den:.2f}x" if den else "—"
     return out
 
@@ -124,6 +125,16 @@ def targets(rows: list[Row]) -> list[str]:
     check("issue 10: cached 100 KB, amped / nginx req/s", ratio("medium", amped, "nginx"), 0.9)
     check("issue 10: many files > cache, amped / nginx req/s", ratio("many", amped, "nginx"),
           0.9)
+    check("issue 11: TLS cached 2 KB (HTTP/1.1), amped / nginx req/s",
+          ratio("tls-small", amped, "nginx"), 0.7)
+    check("issue 11: TLS cached 1 MiB (HTTP/1.1), amped / nginx MB/s",
+          ratio("tls-1mib", amped, "nginx", "mbps"), 0.7)
+    check(f"issue 11: {WORKLOAD_TITLES['h2-small']}, amped / nginx req/s",
+          ratio("h2-small", amped, "nginx"), 0.5)
+    handshakes = ratio("tls-handshakes", amped, "nginx")
+    if handshakes is not None:
+        out.append(f"- issue 11: TLS handshakes/s, amped / nginx: {handshakes:.2f} (reported, "
+                   "no target)")
     return out
 
 
@@ -156,7 +167,8 @@ def write_results(out: Path, rows: list[Row], info: dict[str, str], notes: list[
         *([cold_large_settings(args), ""] if any(
             r.workload == WORKLOAD_TITLES["coldlarge"] for r in rows) else []),
         table, "",
-        *(["Targets (issue 4; issue 10 where it says so):", "", *checks, ""] if checks else []),
+        *(["Targets (issue 4; issues 10 and 11 where they say so):", "", *checks, ""]
+          if checks else []),
         *(["Notes:", "", *[f"- {n}" for n in notes], ""] if notes else []),
         "![benchmark chart](results.png)" if not chart_note else "",
     ])

@@ -3,7 +3,12 @@
 flashsrv (amped, sped, threads; once with its access log on), nginx (the reference), the Python
 floor (loadtests/floor_server.py), granian's static files and uvicorn + starlette. Every server
 runs in a session of its own, pinned to the server core, inside the slow-disk cgroup when there
-is one; its CPU time is read from /proc for its whole process group."""
+is one; its CPU time is read from /proc for its whole process group.
+
+For the TLS rows, nginx and flashsrv amped also listen on a TLS port with the same certificate
+(self-signed ECDSA P-256, made per run by `openssl`), the same TLS 1.2 cipher list (flashsrv's,
+Mozilla's intermediate) and TLS 1.2-1.3; nginx offers h2 there, flashsrv whatever its ALPN list
+has."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,10 +27,12 @@ from collections.abc import Iterator
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
+from flashsrv.tls import INTERMEDIATE_CIPHERS
+
 from .dataset import Dataset
 from .machine import REPO, first_line
 from .slow_disk import Throttle
-from .workloads import ALL_WORKLOADS, CACHED
+from .workloads import ALL_WORKLOADS, CACHED, TLS
 
 FLOOR_SERVER = REPO / "loadtests" / "floor_server.py"
 
@@ -41,16 +49,16 @@ class ServerSpec:
     only_why: str = ""  # why it runs only `workloads`: a note when others are asked for
 
 
-FULL = ALL_WORKLOADS
+FULL = [w for w in ALL_WORKLOADS if w not in TLS]
 FLOOR = "floor (bare uvloop+httptools)"
 SERVERS = [
-    ServerSpec("nginx", "nginx", "nginx", FULL),
+    ServerSpec("nginx", "nginx", "nginx", [*FULL, *TLS]),
     ServerSpec("floor", FLOOR, "floor", ["small"],
                only_why="a constant 2 KB response, no files: loadtests/floor_server.py"),
     # Measured before any disk-bound run, whose evictions and writeback would tax its log file.
     ServerSpec("amped+log", "flashsrv amped, access log on", "flashsrv", ["small"],
                model="amped", access_log=True),
-    ServerSpec("amped", "flashsrv amped", "flashsrv", FULL, model="amped"),
+    ServerSpec("amped", "flashsrv amped", "flashsrv", [*FULL, *TLS], model="amped"),
     ServerSpec("sped", "flashsrv sped", "flashsrv", FULL, model="sped"),
     ServerSpec("threads", "flashsrv threads", "flashsrv", FULL, model="threads"),
     ServerSpec("granian", "granian static", "granian", list(CACHED), prefix="/static"),
@@ -77,9 +85,19 @@ http {{
 {temp_paths}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
-        root {root};
+{tls}        root {root};
     }}
 }}
+"""
+
+# The TLS listener: flashsrv's settings (flashsrv/tls.py), and h2 as issue 11 asks.
+NGINX_TLS = """\
+        listen 127.0.0.1:{port} ssl http2 backlog=4096;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers {ciphers};
+        ssl_prefer_server_ciphers off;
 """
 
 GRANIAN_APP = '''\
@@ -97,6 +115,30 @@ from starlette.staticfiles import StaticFiles
 
 app = StaticFiles(directory=os.environ["BENCH_ROOT"])
 '''
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The run's certificate and key (PEM files), served by every TLS listener."""
+
+    cert: Path
+    key: Path
+
+
+def make_certificate(work: Path) -> tuple[Certificate | None, str]:
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1 (the load generators verify
+    nothing), or None and why not."""
+    if not shutil.which("openssl"):
+        return None, "openssl not found (apt-get install openssl)"
+    cert = Certificate(work / "tls-cert.pem", work / "tls-key.pem")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "7", "-subj",
+                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(cert.key), "-out", str(cert.cert)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, f"openssl could not make a certificate: {r.stderr.strip()[-300:]}"
+    return cert, "self-signed ECDSA P-256 (openssl)"
 
 
 @dataclass
@@ -122,6 +164,13 @@ def discover_tools(peers_venv: Path | None) -> Tools:
     cpus = sorted(os.sched_getaffinity(0))
     pair = (cpus[0], cpus[1]) if len(cpus) >= 2 and shutil.which("taskset") else None
     return Tools(bins, help_text, pair)
+
+
+def tls_unavailable(spec: ServerSpec, tools: Tools) -> str | None:
+    """Why this server cannot run the TLS rows here, or None."""
+    if spec.kind == "flashsrv" and "--tls-cert" not in (tools.flashsrv_help or ""):
+        return "this flashsrv has no --tls-cert option yet"
+    return None
 
 
 def unavailable(spec: ServerSpec, tools: Tools) -> str | None:
@@ -168,16 +217,36 @@ class CpuTimes:
         return self.user + self.sys
 
 
+@dataclass(frozen=True)
+class TlsSession:
+    """What a TLS client offering h2 and http/1.1 got from a server."""
+
+    version: str
+    cipher: str
+    alpn: str | None
+
+    def __str__(self) -> str:
+        return f"{self.version}, {self.cipher}, ALPN {self.alpn or 'none'}"
+
+
 @dataclass
 class Running:
     spec: ServerSpec
     proc: subprocess.Popen
     port: int
     log_path: Path
+    tls_port: int | None = None
+    tls: TlsSession | None = None  # what the TLS port negotiated when it was first asked
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.spec.prefix}"
+
+    def url(self, path: str, tls: bool = False) -> str:
+        if not tls:
+            return self.base + path
+        assert self.tls_port is not None, f"{self.spec.label} has no TLS port"
+        return f"https://127.0.0.1:{self.tls_port}{self.spec.prefix}{path}"
 
     def cpu_times(self) -> CpuTimes:
         """User and system CPU of the main process and of its whole process group (workers,
@@ -200,11 +269,17 @@ class Running:
 
 
 def server_command(spec: ServerSpec, tools: Tools, ds: Dataset, work: Path, port: int,
-                   args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+                   args: argparse.Namespace, tls: tuple[Certificate, int] | None = None
+                   ) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment; `tls` (certificate, port): a TLS listener too
+    (nginx and flashsrv only)."""
     env = dict(os.environ)
     if spec.kind == "flashsrv":
         cmd = [sys.executable, "-m", "flashsrv", "serve", str(ds.root), "--host", "127.0.0.1",
                "--port", str(port), "--cache-bytes", args.cache_bytes]
+        if tls is not None:
+            cmd += ["--tls-cert", str(tls[0].cert), "--tls-key", str(tls[0].key),
+                    "--tls-port", str(tls[1])]
         if "--model" in (tools.flashsrv_help or ""):
             cmd += ["--model", spec.model or "amped"]
         if args.helpers:
@@ -215,7 +290,7 @@ def server_command(spec: ServerSpec, tools: Tools, ds: Dataset, work: Path, port
     if spec.kind == "nginx":
         conf = work / f"nginx-{port}"
         conf.mkdir()
-        (conf / "nginx.conf").write_text(nginx_conf(conf, ds.root, port))
+        (conf / "nginx.conf").write_text(nginx_conf(conf, ds.root, port, tls))
         return ["nginx", "-p", str(conf), "-c", "nginx.conf", "-g", "daemon off;"], env
     if spec.kind == "floor":  # the same body size as the cached small file
         size = (ds.root / CACHED["small"].lstrip("/")).stat().st_size
@@ -238,7 +313,8 @@ def server_command(spec: ServerSpec, tools: Tools, ds: Dataset, work: Path, port
             "bench_starlette_app:app"], env
 
 
-def nginx_conf(prefix: Path, root: Path, port: int) -> str:
+def nginx_conf(prefix: Path, root: Path, port: int,
+               tls: tuple[Certificate, int] | None = None) -> str:
     # Temp paths of the compiled-in modules, so that nginx never needs /var/lib/nginx.
     configure = first_line(["sh", "-c", "nginx -V 2>&1 | grep configure"])
     temp = ["    client_body_temp_path {d}/body;"]
@@ -249,7 +325,9 @@ def nginx_conf(prefix: Path, root: Path, port: int) -> str:
     if os.geteuid() == 0:  # as root, workers would switch to "nobody" and lose the files
         import pwd
         user = f"user {pwd.getpwuid(0).pw_name};\n"
-    return NGINX_CONF.format(user=user, dir=prefix, port=port, root=root,
+    tls_conf = "" if tls is None else NGINX_TLS.format(
+        port=tls[1], cert=tls[0].cert, key=tls[0].key, ciphers=INTERMEDIATE_CIPHERS)
+    return NGINX_CONF.format(user=user, dir=prefix, port=port, root=root, tls=tls_conf,
                              temp_paths="\n".join(temp).format(d=prefix))
 
 
@@ -260,9 +338,13 @@ def free_port() -> int:
 
 
 def start_server(spec: ServerSpec, tools: Tools, ds: Dataset, work: Path,
-                 args: argparse.Namespace, throttle: Throttle | None) -> Running:
+                 args: argparse.Namespace, throttle: Throttle | None,
+                 certificate: Certificate | None = None) -> Running:
+    """Start the server and wait until it answers (on its TLS port too, given a certificate:
+    what that port negotiates is kept in `Running.tls`)."""
     port = free_port()
-    cmd, env = server_command(spec, tools, ds, work, port, args)
+    tls = None if certificate is None else (certificate, free_port())
+    cmd, env = server_command(spec, tools, ds, work, port, args, tls)
     if tools.cpus:
         cmd = ["taskset", "-c", str(tools.cpus[0]), *cmd]
     if throttle is not None:
@@ -274,7 +356,7 @@ def start_server(spec: ServerSpec, tools: Tools, ds: Dataset, work: Path,
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=work,
                                 start_new_session=True)
-    running = Running(spec, proc, port, log_path)
+    running = Running(spec, proc, port, log_path, None if tls is None else tls[1])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -282,6 +364,8 @@ def start_server(spec: ServerSpec, tools: Tools, ds: Dataset, work: Path,
                                f"{running.log_tail()}")
         with contextlib.suppress(OSError):
             if http_get(port, spec.prefix + CACHED["small"], timeout=2)[0] == 200:
+                if tls is not None:
+                    running.tls = tls_session(tls[1])
                 return running
         time.sleep(0.1)
     stop_server(running)
@@ -325,6 +409,20 @@ def group_stats(pgid: int) -> Iterator[tuple[int, list[str]]]:
 
 def pids_in_group(pgid: int) -> list[int]:
     return [pid for pid, fields in group_stats(pgid) if fields[0] != "Z"]
+
+
+def tls_session(port: int, timeout: float = 5.0) -> TlsSession:
+    """Handshake with the TLS port, offering h2 and http/1.1 (as h2load does), verifying
+    nothing (the certificate is the run's own)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with (socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw,
+          context.wrap_socket(raw) as s):
+        cipher = s.cipher()
+        return TlsSession(s.version() or "?", cipher[0] if cipher else "?",
+                          s.selected_alpn_protocol())
 
 
 def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:

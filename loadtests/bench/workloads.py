@@ -13,16 +13,29 @@ MIB = 1024 * 1024
 # Workloads in table order. "cached" ones request a single file.
 CACHED = {"small": "/small.html", "medium": "/medium.jpg", "1mib": "/big.bin",
           "20mib": "/large.mp4"}
-ALL_WORKLOADS = [*CACHED, "many", "disk", "stall", "coldlarge"]
+# Over TLS: the cached file requested (a CACHED key) and the load generator's mode (see
+# load_generators.Wrk): HTTP/1.1 keep-alive (wrk), h2 (h2load), or a new connection, and so a
+# full handshake, per request (wrk sending `Connection: close`; it never resumes a session).
+TLS = {"tls-small": ("small", "https"), "tls-1mib": ("1mib", "https"),
+       "h2-small": ("small", "h2"), "tls-handshakes": ("small", "https-close")}
+ALL_WORKLOADS = [*CACHED, "many", "disk", "stall", "coldlarge", *TLS]
 THROTTLED = ("disk", "stall", "coldlarge")  # workloads that need the slow disk
+H2_STREAMS = 10  # h2load -m: concurrent streams per connection
+# Connections per workload: enough to keep one server core busy; large files need fewer.
+CONNECTIONS = {"small": 50, "medium": 50, "1mib": 16, "20mib": 8, "many": 50,
+               "tls-small": 50, "tls-1mib": 16, "h2-small": 16, "tls-handshakes": 16}
 WORKLOAD_TITLES = {
     "small": "cached 2 KB", "medium": "cached 100 KB", "1mib": "cached 1 MiB",
     "20mib": "cached 20 MiB", "many": "many files > cache", "disk": "disk-bound (slow disk)",
     "stall": "stall probe (cold fetches)",
     "coldlarge": "disk-bound large files (8 MiB, slow disk)",
+    "tls-small": "TLS cached 2 KB (HTTP/1.1)", "tls-1mib": "TLS cached 1 MiB (HTTP/1.1)",
+    "h2-small": ("TLS cached 2 KB (h2, h2load "
+                 f"-c {CONNECTIONS['h2-small']} -m {H2_STREAMS})"),
+    "tls-handshakes": "TLS handshakes (new connection per 2 KB request)",
 }
-# Connections per workload: enough to keep one server core busy; large files need fewer.
-CONNECTIONS = {"small": 50, "medium": 50, "1mib": 16, "20mib": 8, "many": 50}
+# Rows compared in MB/s (large bodies); the others in req/s.
+BY_BYTES = ("1mib", "20mib", "tls-1mib")
 COLD_CONNECTIONS = 16
 HOT_CONNECTIONS = 16
 PROBE_INTERVAL = 0.005
