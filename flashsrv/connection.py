@@ -22,21 +22,20 @@ import logging
 from collections import deque
 from collections.abc import Coroutine
 from functools import partial
-from itertools import islice
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
+from flashsrv.connection_base import PhasedConnection, reclaim_one
 from flashsrv.disk import DiskUnavailable, FileChanged
 from flashsrv.entries import Entry
-from flashsrv.fields import method_status
-from flashsrv.handler import decide, failure, from_cache
+from flashsrv.h2_connection import H2Connection
+from flashsrv.handler import before_files, decide, failure, from_cache
 from flashsrv.phases import ANSWERING, CLOSING, HEAD, IDLE, NEW, SENDING
 from flashsrv.request_reader import RequestReader
-from flashsrv.responder import Plan, Request, body_of, error_plan, https_location
+from flashsrv.responder import Plan, Request, body_of, error_plan
 from flashsrv.response_sender import ResponseSender
 
 if TYPE_CHECKING:
-    from flashsrv.h2_connection import H2Connection
     from flashsrv.site import Docroot, Site
 
 log = logging.getLogger("flashsrv.connection")
@@ -44,49 +43,12 @@ log = logging.getLogger("flashsrv.connection")
 MAX_PIPELINE = 32
 # What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-# How many of the oldest connections a new one at the cap may look at to find one to close.
-RECLAIM_SCAN = 64
 
 _END_CLOSE = b"Connection: close\r\n\r\n"
 _END_KEEP_ALIVE_10 = b"Connection: keep-alive\r\n\r\n"
 _END = b"\r\n"
 # Stands in for the request line of something that could not be parsed (for the access log).
 _UNPARSED = Request(b"-", b"-", b"", "1.1", {}, False, False)
-
-
-def reclaim_one(connections: dict[HttpConnection | H2Connection, None]) -> bool:
-    """At the connection cap: close the oldest connection that is waiting for a request, as
-    nginx reuses idle connections when it runs short, so that a flood of connections that
-    send nothing cannot lock real clients out. Looks at the RECLAIM_SCAN oldest only (a
-    bounded cost per new connection); False when none of them can go."""
-    for conn in islice(connections, RECLAIM_SCAN):
-        if conn.reclaimable:
-            conn.site.stats.reclaimed += 1
-            connections.pop(conn)
-            conn.abort()
-            return True
-    return False
-
-
-class PhasedConnection:
-    """What the HTTP/1.1 and HTTP/2 connections share: the phase that alone sets the deadline
-    the server's sweep checks, and the abrupt end."""
-
-    site: Site
-    transport: asyncio.Transport | None
-    phase: str
-    deadline: float
-    _input_closed: bool
-
-    def _enter(self, phase: str) -> None:
-        self.phase = phase
-        self.deadline = monotonic() + self.site.timeouts[phase]
-
-    def abort(self) -> None:
-        self.phase = CLOSING
-        self._input_closed = True
-        if self.transport is not None:
-            self.transport.abort()
 
 
 class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
@@ -165,9 +127,7 @@ class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
         self._enter(NEW)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.phase = CLOSING
-        self._input_closed = True
-        self.site.connections.pop(self, None)
+        self._gone()
         if self.task is not None:
             self.task.cancel()
         self.sender.lost()
@@ -259,12 +219,8 @@ class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
         and is given those bytes again; anywhere else it is a bad request."""
         if self.phase is not NEW or self.tls or not data.startswith(H2_PREFACE):
             return False
-        # Imported here: the HTTP/2 connection imports this module (reclaim_one).
-        from flashsrv.h2_connection import H2Connection
         assert self.transport is not None
-        self.site.connections.pop(self, None)
-        self.phase = CLOSING
-        self._input_closed = True
+        self._gone()
         protocol = H2Connection(self.site, tls=False)
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
@@ -294,13 +250,8 @@ class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
         """Answer from memory if possible, else start the slow path as a task."""
         self._began = monotonic()
         site = self.site
-        status = method_status(request.method)
-        if status:
-            self._send_error(request, status)
-            return
-        if self.to_https:
-            location = https_location(request, site.https_port, self.local_host)
-            plan = site.responder.error(308, keep=[("Location", location)])
+        plan = before_files(site, request, self.to_https, self.local_host)
+        if plan is not None:
             self._send(request, plan, plan.body)
             return
         docroot, entry, plan, data = from_cache(site, request)

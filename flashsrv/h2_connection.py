@@ -53,11 +53,11 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from flashsrv.connection import PhasedConnection, reclaim_one
+from flashsrv.connection_base import PhasedConnection, reclaim_one
 from flashsrv.disk import DiskUnavailable, FileChanged
 from flashsrv.entries import Entry, OpenFile
-from flashsrv.fields import method_status, valid_host
-from flashsrv.handler import decide, failure, from_cache
+from flashsrv.fields import valid_host
+from flashsrv.handler import before_files, decide, failure, from_cache
 from flashsrv.phases import ANSWERING, CLOSING, IDLE, NEW
 from flashsrv.request_reader import (
     CONDITIONAL_HEADERS,
@@ -66,7 +66,7 @@ from flashsrv.request_reader import (
     SEMANTIC_AND_LOGGED,
     SEMANTIC_HEADERS,
 )
-from flashsrv.responder import Plan, Request, body_of, https_location
+from flashsrv.responder import Plan, Request, body_of
 from flashsrv.response_sender import WARM_WINDOW
 from flashsrv.urlpath import BadTarget, split_target
 
@@ -318,9 +318,7 @@ class H2Connection(PhasedConnection, asyncio.Protocol):
         self._write()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.phase = CLOSING
-        self._input_closed = True
-        self.site.connections.pop(self, None)
+        self._gone()
         if self._throttle is not None:
             self._throttle.cancel()
         for stream in self.streams.values():
@@ -496,13 +494,8 @@ class H2Connection(PhasedConnection, asyncio.Protocol):
         """Answer from memory if possible, else start the slow path as a task."""
         request = stream.request
         site = self.site
-        status = method_status(request.method)
-        if status:
-            self._error(stream, status)
-            return
-        if self.to_https:
-            location = https_location(request, site.config.tls_port, self.local_host)
-            plan = site.responder.error(308, keep=[("Location", location)])
+        plan = before_files(site, request, self.to_https, self.local_host)
+        if plan is not None:
             self._respond(stream, plan, plan.body, site.content)
             return
         docroot, entry, plan, data = from_cache(site, request)

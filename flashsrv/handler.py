@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from flashsrv.disk import DiskUnavailable, FileChanged
 from flashsrv.entries import FILE, MISSING, Entry
+from flashsrv.fields import method_status
 from flashsrv.path_patterns import REWRITE_STATUS
-from flashsrv.responder import Plan, Request, body_of
+from flashsrv.responder import Plan, Request, body_of, https_location
 from flashsrv.urlpath import BadTarget, to_target
 
 if TYPE_CHECKING:
@@ -31,6 +32,18 @@ log = logging.getLogger("flashsrv.connection")
 # with the entry if one is cached. Else the plan stands: its body is in memory when it has
 # one (possibly None: a 304), and a plan with a file but no body streams that file.
 Cached = tuple["Docroot | None", Entry | None, Plan | None, bytes | bytearray | None]
+
+
+def before_files(site: Site, request: Request, to_https: bool, local_host: str) -> Plan | None:
+    """What answers a request before any file is looked at: a method a static server does
+    not serve (405 or 501), or with --redirect-http the same URL on https (308)."""
+    status = method_status(request.method)
+    if status:
+        return site.responder.error(status)
+    if to_https:
+        location = https_location(request, site.https_port, local_host)
+        return site.responder.error(308, keep=[("Location", location)])
+    return None
 
 
 def from_cache(site: Site, request: Request) -> Cached:

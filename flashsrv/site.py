@@ -26,8 +26,7 @@ from flashsrv.rule_files_watch import RuleFiles
 from flashsrv.site_documents import SiteDocuments
 
 if TYPE_CHECKING:
-    from flashsrv.connection import HttpConnection
-    from flashsrv.h2_connection import H2Connection
+    from flashsrv.connection_base import PhasedConnection
 
 
 class Stats:
@@ -120,7 +119,7 @@ class Site(Docroot):
         self.date = DateHeader()
         self.prepared = PreparedResponses()
         # Open connections, oldest first (reclaim_one closes the oldest idle one at the cap).
-        self.connections: dict[HttpConnection | H2Connection, None] = {}
+        self.connections: dict[PhasedConnection, None] = {}
         self.stopping = False
 
     @property
