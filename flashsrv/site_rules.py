@@ -75,11 +75,11 @@ def _merge(base: Headers, extra: Headers) -> Headers:
 
 @dataclass
 class SiteRules:
-    cache_rules: list[tuple[str, str]] = field(default_factory=list)
+    cache_rules: list[tuple[str, str]] = field(default_factory=lambda: list[tuple[str, str]]())
     default_cache_control: str = DEFAULT_CACHE_CONTROL
-    extra_headers: list[tuple[str, str]] = field(default_factory=list)
-    header_rules: list[HeaderRule] = field(default_factory=list)
-    redirects: list[Redirect] = field(default_factory=list)
+    extra_headers: list[tuple[str, str]] = field(default_factory=lambda: list[tuple[str, str]]())
+    header_rules: list[HeaderRule] = field(default_factory=lambda: list[HeaderRule]())
+    redirects: list[Redirect] = field(default_factory=lambda: list[Redirect]())
     clean_urls: bool = False
     trailing_slash: str = "add"
     hidden: tuple[str, ...] = ()  # rule files present in the root: answered 404

@@ -150,7 +150,7 @@ def render(families: Snapshot, workers: Sequence[Values] | None = None) -> str:
     and order. Without workers their own samples are the answer (one main process); with every
     worker's values, counters and histograms are summed over the workers and each gauge is
     reported once per worker, labelled with its slot number."""
-    lines = []
+    lines: list[str] = []
     for name, family in families.items():
         lines += [f"# HELP {name} {family.help}", f"# TYPE {name} {family.kind}"]
         rows: Iterable[tuple[str, Value]]
