@@ -47,11 +47,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 # Runtime dependencies first, read from pyproject.toml: this layer is reused until they change.
+# The "compress" extra too (brotli, zstandard), so that --compress makes br and zstd as well.
 COPY pyproject.toml /src/
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
-    /opt/flashsrv/bin/python -c 'import tomllib; f = open("/src/pyproject.toml", "rb"); print("\n".join(tomllib.load(f)["project"]["dependencies"]))' > /tmp/requirements.txt; \
-    /opt/flashsrv/bin/pip install --only-binary uvloop,httptools -r /tmp/requirements.txt; \
+    /opt/flashsrv/bin/python -c 'import tomllib; p = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["compress"]))' > /tmp/requirements.txt; \
+    /opt/flashsrv/bin/pip install --only-binary uvloop,httptools,brotli,zstandard -r /tmp/requirements.txt; \
     rm /tmp/requirements.txt
 
 # Then flashsrv itself (packages flashsrv and flashsrv_helpers); pip byte-compiles it here,
