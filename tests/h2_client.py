@@ -3,7 +3,8 @@ checks every frame the server sends, Content-Length against the DATA received in
 
 Used directly by tests/system/test_http2.py, and by `support.get` and
 `support.on_one_connection` for a server seen through `ServerProcess.over_h2()`, so that a
-conformance test runs over HTTP/2 unchanged.
+conformance test runs over HTTP/2 unchanged. Its socket-free core (`H2ClientCore`) also speaks
+to an in-process connection over a fake transport in tests/unit/test_h2_connection.py.
 """
 
 from __future__ import annotations
@@ -26,20 +27,23 @@ class Stream:
         self.body = bytearray()
         self.ended = False
         self.reset: int | None = None
+        self.frames = 0  # DATA frames received
 
     @property
     def status(self) -> int:
         return int(self.headers[b":status"])
 
 
-class H2Client:
-    """One HTTP/2 connection. GOAWAY frames are noted (`goaways`) and kept from h2, which would
-    stop at once (python-hyper/h2#1181) where a real client finishes the open streams."""
+class H2ClientCore:
+    """The client side of one HTTP/2 connection, whatever carries its bytes: `request` opens a
+    stream and calls `flush` (a subclass sends what h2 has to send), `receive` takes what the
+    server sent. GOAWAY frames are noted (`goaways`: last stream id, error code) and kept from
+    h2, which would stop at once (python-hyper/h2#1181) where a real client finishes the open
+    streams. The client hands back flow-control credit for what it received unless `acking`
+    is off."""
 
-    def __init__(self, sock: socket.socket, settings: dict[int, int] | None = None,
-                 acking: bool = True, scheme: str = "http", authority: str = "localhost",
-                 ) -> None:
-        self.sock = sock
+    def __init__(self, settings: dict[int, int] | None = None, acking: bool = True,
+                 scheme: str = "http", authority: str = "localhost") -> None:
         self.scheme = scheme
         self.authority = authority
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
@@ -49,8 +53,66 @@ class H2Client:
         self.acking = acking
         self.streams: dict[int, Stream] = {}
         self.goaways: list[tuple[int, int]] = []
-        self.closed = False
         self._buffer = b""
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def request(self, path: str, *extra: tuple[str, str], method: str = "GET",
+                end: bool = True) -> int:
+        stream_id = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(stream_id, [(":method", method), (":path", path),
+                                         (":scheme", self.scheme),
+                                         (":authority", self.authority), *extra],
+                             end_stream=end)
+        self.streams[stream_id] = Stream()
+        self.flush()
+        return stream_id
+
+    def receive(self, data: bytes) -> None:
+        """Take bytes from the server (frames may be split anywhere) and handle the events;
+        what h2 has to send in turn is left for `flush`."""
+        self._buffer += data
+        kept = []
+        while len(self._buffer) >= 9:
+            end = 9 + int.from_bytes(self._buffer[:3], "big")
+            if len(self._buffer) < end:
+                break
+            frame, self._buffer = self._buffer[:end], self._buffer[end:]
+            if frame[3] == 0x7:
+                self.goaways.append((int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF,
+                                     int.from_bytes(frame[13:17], "big")))
+            else:
+                kept.append(frame)
+        for event in self.h2.receive_data(b"".join(kept)):
+            self._event(event)
+
+    def _event(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.ResponseReceived):
+            self.streams[event.stream_id].fields = list(event.headers)
+            self.streams[event.stream_id].headers = dict(event.headers)
+        elif isinstance(event, h2.events.DataReceived):
+            stream = self.streams[event.stream_id]
+            stream.body += event.data
+            stream.frames += 1
+            if self.acking:
+                self.h2.acknowledge_received_data(event.flow_controlled_length,
+                                                  event.stream_id)
+        elif isinstance(event, h2.events.StreamEnded):
+            self.streams[event.stream_id].ended = True
+        elif isinstance(event, h2.events.StreamReset):
+            self.streams[event.stream_id].reset = event.error_code
+
+
+class H2Client(H2ClientCore):
+    """One HTTP/2 connection over a socket."""
+
+    def __init__(self, sock: socket.socket, settings: dict[int, int] | None = None,
+                 acking: bool = True, scheme: str = "http", authority: str = "localhost",
+                 ) -> None:
+        super().__init__(settings, acking, scheme, authority)
+        self.sock = sock
+        self.closed = False
         self.flush()
 
     @classmethod
@@ -73,16 +135,6 @@ class H2Client:
             except OSError:
                 self.closed = True
 
-    def request(self, path: str, *extra: tuple[str, str], method: str = "GET") -> int:
-        stream_id = self.h2.get_next_available_stream_id()
-        self.h2.send_headers(stream_id, [(":method", method), (":path", path),
-                                         (":scheme", self.scheme),
-                                         (":authority", self.authority), *extra],
-                             end_stream=True)
-        self.streams[stream_id] = Stream()
-        self.flush()
-        return stream_id
-
     def read_once(self, timeout: float) -> bool:
         """Handle what arrives within timeout; False when the server closed the connection."""
         self.sock.settimeout(timeout)
@@ -95,36 +147,9 @@ class H2Client:
         if not data:
             self.closed = True
             return False
-        self._buffer += data
-        kept = []
-        while len(self._buffer) >= 9:
-            end = 9 + int.from_bytes(self._buffer[:3], "big")
-            if len(self._buffer) < end:
-                break
-            frame, self._buffer = self._buffer[:end], self._buffer[end:]
-            if frame[3] == 0x7:
-                self.goaways.append((int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF,
-                                     int.from_bytes(frame[13:17], "big")))
-            else:
-                kept.append(frame)
-        for event in self.h2.receive_data(b"".join(kept)):
-            self._event(event)
+        self.receive(data)
         self.flush()
         return True
-
-    def _event(self, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.ResponseReceived):
-            self.streams[event.stream_id].fields = list(event.headers)
-            self.streams[event.stream_id].headers = dict(event.headers)
-        elif isinstance(event, h2.events.DataReceived):
-            self.streams[event.stream_id].body += event.data
-            if self.acking:
-                self.h2.acknowledge_received_data(event.flow_controlled_length,
-                                                  event.stream_id)
-        elif isinstance(event, h2.events.StreamEnded):
-            self.streams[event.stream_id].ended = True
-        elif isinstance(event, h2.events.StreamReset):
-            self.streams[event.stream_id].reset = event.error_code
 
     def wait(self, done: Callable[[], bool], timeout: float = 15.0) -> bool:
         deadline = time.monotonic() + timeout

@@ -1,35 +1,30 @@
 """flashsrv.connection: HttpConnection driven in-process over a fake transport.
 
-No server process and no network client: the test plays the transport (bytes in through
-`data_received`, bytes out recorded, a full socket simulated by pausing and resuming writing),
-and a real Site over a temporary folder answers, with the `sped` model's inline disk so that
-no helper process runs. The socket the transport reports is one end of a socketpair: large
-files may be sent zero-copy to it, and those bytes are read back from the other end.
+No server process and no network client: the test plays the transport (tests/unit/fakes.py:
+bytes in through `data_received`, bytes out recorded, a full socket simulated by pausing and
+resuming writing), and a real Site over a temporary folder answers, with the `sped` model's
+inline disk so that no helper process runs. The socket the transport reports is one end of a
+socketpair: large files may be sent zero-copy to it, and those bytes are read back from the
+other end.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import random
 import socket
 import time
 import warnings
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvloop
+from fakes import FakeTransport, make_root, run, settle, site_maker
 
-from flashsrv.config import Config
 from flashsrv.connection import MAX_PIPELINE, HttpConnection
 from flashsrv.phases import ANSWERING, CLOSING, HEAD, IDLE, NEW, SENDING
-from flashsrv.server import build_site
 from flashsrv.site import Site
 
-PEER = ("192.0.2.7", 40123)
 BIG_SIZE = 1 << 20  # well above the data cache's per-file limit: streamed, never held whole
 FILES = {
     "a.txt": b"alpha\n",
@@ -42,103 +37,6 @@ FILES = {
 def get(path: str, *headers: str, method: str = "GET", version: str = "1.1") -> bytes:
     lines = [f"{method} {path} HTTP/{version}", "Host: example.test", *headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-# -- the fake transport ----------------------------------------------------------------------
-
-
-class FakeTransport:
-    """What the connection and its response sender use of an asyncio transport, recorded.
-
-    `room` is how many more bytes the client's socket takes (None: any amount). A write that
-    leaves bytes buffered pauses the protocol, as a transport with write buffer limits (0, 0)
-    does; `drain()` plays the client reading them all, which resumes it. close() and abort()
-    report connection_lost on the next loop turn (close() only once the buffer is empty).
-    """
-
-    def __init__(self, sock: socket.socket, peer: tuple[str, int] = PEER) -> None:
-        self.sock = sock
-        self.peer = peer
-        self.protocol: HttpConnection | None = None
-        self.written = bytearray()
-        self.room: int | None = None
-        self.buffered = 0
-        self.writing_paused = False
-        self.reading = True
-        self.closed = False
-        self.aborted = False
-        self.lost = False
-        self.limits: tuple[int | None, int | None] | None = None
-        self.late_writes: list[bytes] = []  # written after close()/abort(): no client gets them
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"socket": self.sock, "peername": self.peer}.get(name, default)
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self.limits = (high, low)
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def is_closing(self) -> bool:
-        return self.closed or self.aborted
-
-    def write(self, data: bytes) -> None:
-        if self.closed or self.aborted:
-            self.late_writes.append(bytes(data))
-            return
-        self.written += data
-        if self.room is not None:
-            taken = min(self.room, len(data))
-            self.room -= taken
-            self.buffered += len(data) - taken
-        if self.buffered and not self.writing_paused:
-            self.writing_paused = True
-            self.protocol.pause_writing()
-
-    def writelines(self, chunks: Sequence[bytes]) -> None:
-        for chunk in chunks:
-            self.write(chunk)
-
-    def fill(self) -> None:
-        """The client stopped reading and its socket is full: the protocol is paused."""
-        self.room = 0
-        self.buffered = max(self.buffered, 1)
-        if not self.writing_paused:
-            self.writing_paused = True
-            self.protocol.pause_writing()
-
-    def drain(self, room: int | None = None) -> None:
-        """The client read everything buffered; its socket then takes `room` more bytes."""
-        self.buffered = 0
-        self.room = room
-        if self.writing_paused:
-            self.writing_paused = False
-            self.protocol.resume_writing()
-        if self.closed:
-            asyncio.get_running_loop().call_soon(self._lose)
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def close(self) -> None:
-        if self.closed or self.aborted:
-            return
-        self.closed = True
-        if not self.buffered:
-            asyncio.get_running_loop().call_soon(self._lose)
-
-    def abort(self) -> None:
-        self.aborted = True
-        asyncio.get_running_loop().call_soon(self._lose)
-
-    def _lose(self) -> None:
-        if not self.lost:
-            self.lost = True
-            self.protocol.connection_lost(None)
 
 
 @dataclass
@@ -215,51 +113,15 @@ class Client:
         self.peer_sock.close()
 
 
-async def settle() -> None:
-    """Let every ready callback and task run; the inline disk never really waits."""
-    for _ in range(100):
-        await asyncio.sleep(0)
-
-
-def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a scenario on uvloop; any error the loop reports (a task's exception nobody
-    retrieved, a failing callback) fails the test."""
-    reported: list[dict] = []
-
-    async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: reported.append(ctx))
-        await scenario()
-        await settle()
-        gc.collect()
-        await settle()
-
-    uvloop.run(main())
-    assert not reported, reported
-
-
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    www = tmp_path / "www"
-    www.mkdir()
-    for name, data in FILES.items():
-        (www / name).write_bytes(data)
-    (www / "big.bin").write_bytes(random.Random(7).randbytes(BIG_SIZE))
-    return www
+    return make_root(tmp_path, FILES, BIG_SIZE, seed=7)
 
 
 @pytest.fixture
 def make_site(root: Path) -> Iterator[Callable[..., Site]]:
-    sites: list[Site] = []
-
-    def make(**settings: Any) -> Site:
-        config = Config(root=str(root), model="sped", access_log="off", **settings)
-        site = build_site(config, str(root), 1024)
-        sites.append(site)
-        return site
-
-    yield make
-    for site in sites:
-        site.content.paths.clear()  # give the open files back
+    with site_maker(root) as make:
+        yield make
 
 
 def assert_deadline(conn: HttpConnection, phase: str, before: float, after: float) -> None:

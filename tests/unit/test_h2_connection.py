@@ -1,11 +1,11 @@
 """flashsrv.h2_connection: H2Connection driven in-process by an h2 client over a fake transport.
 
-The test plays the transport (bytes in through `data_received`, bytes out recorded, a full
-socket simulated by pausing writing) and an `h2` client connection speaks to it, so every frame
-the server sends is checked by a real HTTP/2 state machine (a flow-control or framing mistake
-is an error on the client side). Attacks are written as raw frames (hyperframe) where h2 would
-refuse to produce them. A real Site over a temporary folder answers, with the `sped` model's
-inline disk, so no helper process runs.
+The test plays the transport (tests/unit/fakes.py: bytes in through `data_received`, bytes
+out recorded, a full socket simulated by pausing writing) and the `h2` client of
+tests/h2_client.py speaks to it, so every frame the server sends is checked by a real HTTP/2
+state machine (a flow-control or framing mistake is an error on the client side). Attacks are
+written as raw frames (hyperframe) where h2 would refuse to produce them. A real Site over a
+temporary folder answers, with the `sped` model's inline disk, so no helper process runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import gc
 import gzip
-import random
 import socket
 import time
 import weakref
@@ -22,12 +21,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.events
 import pytest
+from fakes import FakeTransport, make_root, run, site_maker
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
+from h2_client import H2ClientCore, Stream
 from hpack import Encoder
 from hyperframe.frame import (
     ContinuationFrame,
@@ -39,10 +37,8 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
-from test_connection import run  # a scenario on uvloop; any error the loop reports fails
 
 from flashsrv import h2_connection
-from flashsrv.config import Config
 from flashsrv.connection import HttpConnection
 from flashsrv.h2_connection import (
     HEADER_TABLE_SIZE,
@@ -53,10 +49,8 @@ from flashsrv.h2_connection import (
     h2_fields,
 )
 from flashsrv.phases import ANSWERING, IDLE, NEW
-from flashsrv.server import build_site
 from flashsrv.site import Site
 
-PEER = ("192.0.2.9", 40999)
 BIG_SIZE = 3 << 20  # several windows and many frames
 FILES = {
     "a.txt": b"alpha\n",
@@ -65,119 +59,33 @@ FILES = {
 }
 
 
-# -- the fake transport and the client ---------------------------------------------------------
+# -- the client ---------------------------------------------------------------------------------
 
 
-class FakeTransport:
-    """What a protocol uses of an asyncio transport, recorded. `full` plays a client that
-    stopped reading (the protocol is paused until `drain`); close() and abort() report
-    connection_lost on the next loop turn."""
+class Client(H2ClientCore):
+    """An h2 client connection (tests/h2_client.py) and the server's H2Connection joined by a
+    FakeTransport on which a write after close fails the test.
 
-    def __init__(self, sock: socket.socket | None = None) -> None:
-        self.sock = sock  # what an HTTP/1.1 connection's sender asks for (h2c hand-over)
-        self.protocol: Any = None
-        self.written = bytearray()
-        self.full = False
-        self.paused = False
-        self.reading = True
-        self.closed = False
-        self.aborted = False
-        self.lost = False
-        self.limits: tuple[int | None, int | None] | None = None
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": PEER, "sockname": ("127.0.0.1", 8080),
-                "socket": self.sock}.get(name, default)
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self.limits = (high, low)
-
-    def set_protocol(self, protocol: Any) -> None:
-        self.protocol = protocol
-
-    def is_closing(self) -> bool:
-        return self.closed or self.aborted
-
-    def write(self, data: bytes) -> None:
-        assert not self.is_closing(), "a write after close"
-        self.written += data
-        if self.full and not self.paused:
-            self.paused = True
-            self.protocol.pause_writing()
-
-    def drain(self) -> None:
-        self.full = False
-        if self.paused:
-            self.paused = False
-            self.protocol.resume_writing()
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def close(self) -> None:
-        if not self.is_closing():
-            self.closed = True
-            asyncio.get_running_loop().call_soon(self._lose)
-
-    def abort(self) -> None:
-        self.aborted = True
-        asyncio.get_running_loop().call_soon(self._lose)
-
-    def _lose(self) -> None:
-        if not self.lost:
-            self.lost = True
-            self.protocol.connection_lost(None)
-
-
-class Response:
-    def __init__(self) -> None:
-        self.headers: dict[bytes, bytes] = {}
-        self.body = bytearray()
-        self.ended = False
-        self.reset: int | None = None
-        self.frames = 0
-
-
-class Client:
-    """An h2 client connection and the server's H2Connection joined by a FakeTransport.
-
-    `pump()` carries bytes both ways until neither side has more; the client hands back
-    flow-control credit for what it received unless `acking` is off.
+    `pump()` carries bytes both ways until neither side has more.
     """
 
     def __init__(self, site: Site, settings: dict[int, int] | None = None,
                  server: Any = None, sock: socket.socket | None = None) -> None:
-        self.transport = FakeTransport(sock)
+        super().__init__(settings, authority="example.test")
+        self.transport = FakeTransport(sock, strict=True)
         self.conn = server or H2Connection(site, tls=False)
         self.transport.protocol = self.conn
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        self.h2.initiate_connection()
-        if settings:
-            self.h2.update_settings(settings)
-        self.acking = True
-        self.responses: dict[int, Response] = {}
-        self.goaways: list[tuple[int, int]] = []  # (last stream id, error code)
         self._seen = 0
         if server is None:
             self.conn.connection_made(self.transport)
-            self.send(self.h2.data_to_send())
+            self.flush()
 
     def send(self, data: bytes) -> None:
         if data:
             self.conn.data_received(data)
 
-    def request(self, path: str, *extra: tuple[str, str], method: str = "GET",
-                end: bool = True) -> int:
-        stream_id = self.h2.get_next_available_stream_id()
-        self.h2.send_headers(stream_id, [(":method", method), (":path", path),
-                                         (":scheme", "http"), (":authority", "example.test"),
-                                         *extra], end_stream=end)
-        self.responses[stream_id] = Response()
+    def flush(self) -> None:
         self.send(self.h2.data_to_send())
-        return stream_id
 
     def pump(self) -> None:
         while True:
@@ -185,40 +93,9 @@ class Client:
             self._seen = len(self.transport.written)
             if not data:
                 return
-            for event in self.h2.receive_data(self._take_goaways(data)):
-                self._event(event)
+            self.receive(data)
             if not self.transport.is_closing():
-                self.send(self.h2.data_to_send())
-
-    def _take_goaways(self, data: bytes) -> bytes:
-        """GOAWAY frames are noted and kept from the client's h2, which would stop at once
-        (python-hyper/h2#1181) where a real client finishes the streams already open."""
-        kept = []
-        view = memoryview(data)
-        while len(view) >= 9:
-            end = 9 + int.from_bytes(view[:3], "big")
-            if view[3] == 0x7:
-                self.goaways.append((int.from_bytes(view[9:13], "big") & 0x7FFFFFFF,
-                                     int.from_bytes(view[13:17], "big")))
-            else:
-                kept.append(view[:end])
-            view = view[end:]
-        return b"".join(kept)
-
-    def _event(self, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.ResponseReceived):
-            self.responses[event.stream_id].headers = dict(event.headers)
-        elif isinstance(event, h2.events.DataReceived):
-            response = self.responses[event.stream_id]
-            response.body += event.data
-            response.frames += 1
-            if self.acking:
-                self.h2.acknowledge_received_data(event.flow_controlled_length,
-                                                  event.stream_id)
-        elif isinstance(event, h2.events.StreamEnded):
-            self.responses[event.stream_id].ended = True
-        elif isinstance(event, h2.events.StreamReset):
-            self.responses[event.stream_id].reset = event.error_code
+                self.flush()
 
     async def settle(self) -> None:
         for _ in range(60):
@@ -226,36 +103,23 @@ class Client:
             await asyncio.sleep(0)
         self.pump()
 
-    async def get(self, path: str, *extra: tuple[str, str], method: str = "GET") -> Response:
+    async def get(self, path: str, *extra: tuple[str, str], method: str = "GET") -> Stream:
         stream_id = self.request(path, *extra, method=method)
         await self.settle()
-        return self.responses[stream_id]
+        return self.streams[stream_id]
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    www = tmp_path / "www"
-    www.mkdir()
-    for name, data in FILES.items():
-        (www / name).write_bytes(data)
+    www = make_root(tmp_path, FILES, BIG_SIZE, seed=11)
     (www / "page.html.gz").write_bytes(gzip.compress(FILES["page.html"]))
-    (www / "big.bin").write_bytes(random.Random(11).randbytes(BIG_SIZE))
     return www
 
 
 @pytest.fixture
 def make_site(root: Path) -> Iterator[Callable[..., Site]]:
-    sites: list[Site] = []
-
-    def make(**settings: Any) -> Site:
-        config = Config(root=str(root), model="sped", access_log="off", **settings)
-        site = build_site(config, str(root), 1024)
-        sites.append(site)
-        return site
-
-    yield make
-    for site in sites:
-        site.content.paths.clear()
+    with site_maker(root) as make:
+        yield make
 
 
 @contextlib.contextmanager
@@ -306,7 +170,7 @@ def test_the_same_file_is_answered_again_from_memory(make_site):
         stream_id = client.request("/a.txt")  # a cache hit: answered inside data_received
         assert not client.conn.streams
         await client.settle()
-        assert bytes(client.responses[stream_id].body) == bytes(first.body) == FILES["a.txt"]
+        assert bytes(client.streams[stream_id].body) == bytes(first.body) == FILES["a.txt"]
 
     run(scenario)
 
@@ -433,11 +297,11 @@ def test_concurrent_streams_interleave_and_a_small_one_is_not_stuck_behind_a_lar
         big = client.request("/big.bin")
         small = client.request("/b.txt")
         await client.settle()
-        assert bytes(client.responses[small].body) == FILES["b.txt"]
-        assert bytes(client.responses[big].body) == (root / "big.bin").read_bytes()
+        assert bytes(client.streams[small].body) == FILES["b.txt"]
+        assert bytes(client.streams[big].body) == (root / "big.bin").read_bytes()
         ids = [client.request(name) for name in ("/a.txt", "/b.txt", "/page.html") * 10]
         await client.settle()
-        assert all(client.responses[i].ended for i in ids)
+        assert all(client.streams[i].ended for i in ids)
 
     run(scenario)
 
@@ -533,21 +397,21 @@ def test_a_zero_window_stream_is_reset_after_send_timeout_and_others_go_on(make_
         await client.get("/a.txt", method="HEAD")  # /a.txt in the cache; HEAD needs no window
         stalled = client.request("/big.bin")
         await client.settle()
-        assert client.responses[stalled].headers[b":status"] == b"200"
-        assert not client.responses[stalled].body
+        assert client.streams[stalled].headers[b":status"] == b"200"
+        assert not client.streams[stalled].body
         stalled_since = client.conn.streams[stalled].progress_at
         time.sleep(0.02)
         moving = client.request("/a.txt")
         client.h2.increment_flow_control_window(1 << 16, moving)
         client.send(client.h2.data_to_send())
         await client.settle()
-        assert bytes(client.responses[moving].body) == FILES["a.txt"]
+        assert bytes(client.streams[moving].body) == FILES["a.txt"]
         # The connection made progress (its deadline moved on); the stalled stream did not.
         now = stalled_since + site.timeouts[ANSWERING] + 0.01
         assert now < client.conn.deadline
         client.conn.check_deadline(now)
         client.pump()
-        assert client.responses[stalled].reset == ErrorCodes.CANCEL
+        assert client.streams[stalled].reset == ErrorCodes.CANCEL
         assert not client.transport.is_closing() and site.stats.timeouts == 1
         assert client.conn.phase == IDLE
 
@@ -559,7 +423,7 @@ def test_a_connection_whose_socket_stays_full_is_aborted_after_send_timeout(make
         site = make_site()
         client = Client(site)
         await client.settle()
-        client.transport.full = True
+        client.transport.room = 0
         client.request("/big.bin")
         await client.settle()
         assert client.conn.paused and not client.transport.reading  # back-pressure: no reads
@@ -586,13 +450,13 @@ def test_drain_sends_goaway_lets_open_streams_finish_and_refuses_new_ones(make_s
         assert client.goaways == [(big, ErrorCodes.NO_ERROR)]
         late = client.request("/a.txt")
         await client.settle()
-        assert client.responses[late].reset == ErrorCodes.REFUSED_STREAM
+        assert client.streams[late].reset == ErrorCodes.REFUSED_STREAM
         client.acking = True
         client.h2.increment_flow_control_window(BIG_SIZE)
         client.h2.increment_flow_control_window(BIG_SIZE, big)
         client.send(client.h2.data_to_send())
         await client.settle()
-        assert bytes(client.responses[big].body) == (root / "big.bin").read_bytes()
+        assert bytes(client.streams[big].body) == (root / "big.bin").read_bytes()
         assert client.transport.closed  # once the last stream ended
         await asyncio.sleep(0)
         assert client.conn not in site.connections
@@ -657,7 +521,7 @@ def test_h2c_prior_knowledge_hands_the_connection_to_http_2(make_site):
         http1.connection_made(client.transport)
         client.h2.send_headers(1, [(":method", "GET"), (":path", "/a.txt"), (":scheme", "http"),
                                    (":authority", "example.test")], end_stream=True)
-        client.responses[1] = h2_response = Response()
+        client.streams[1] = h2_response = Stream()
         client.send(client.h2.data_to_send())  # preface, SETTINGS and HEADERS in one read
         assert isinstance(client.transport.protocol, H2Connection)
         client.conn = client.transport.protocol
@@ -751,10 +615,10 @@ def test_a_request_body_is_dropped_and_its_window_given_back(make_site, root):
             client.send(client.h2.data_to_send())
             await client.settle()
         client.acking = True
-        client.h2.acknowledge_received_data(len(client.responses[stream_id].body), stream_id)
+        client.h2.acknowledge_received_data(len(client.streams[stream_id].body), stream_id)
         client.send(client.h2.data_to_send())
         await client.settle()
-        response = client.responses[stream_id]
+        response = client.streams[stream_id]
         assert bytes(response.body) == (root / "big.bin").read_bytes()
         # The response ended before the body did: the client is told to stop sending.
         assert response.reset == ErrorCodes.NO_ERROR
@@ -771,7 +635,7 @@ def test_a_body_ended_in_the_same_read_as_a_cached_answer_needs_no_reset(make_si
         client.h2.send_data(stream_id, b"body", end_stream=True)
         client.send(client.h2.data_to_send())
         await client.settle()
-        response = client.responses[stream_id]
+        response = client.streams[stream_id]
         assert bytes(response.body) == FILES["a.txt"] and response.reset is None
         assert not client.transport.is_closing()
 
@@ -875,11 +739,11 @@ def test_too_many_new_streams_in_a_second_pause_reading_until_the_next(make_site
             client.h2.send_headers(3 + 2 * i, [(":method", "GET"), (":path", "/a.txt"),
                                                (":scheme", "http"), (":authority", "x")],
                                    end_stream=True)
-            client.responses[3 + 2 * i] = Response()
+            client.streams[3 + 2 * i] = Stream()
         client.send(client.h2.data_to_send())  # one read
         client.pump()
         assert not client.transport.reading  # the throttle holds the rest of that read
-        answered = sum(r.ended for r in client.responses.values())
+        answered = sum(r.ended for r in client.streams.values())
         assert answered < 50
         for _ in range(4):  # each window takes up to 20 more
             await asyncio.sleep(h2_connection.FLOOD_WINDOW)
@@ -895,7 +759,7 @@ def test_output_back_pressure_pauses_reading(make_site):
     async def scenario():
         client = Client(make_site())
         await client.settle()
-        client.transport.full = True
+        client.transport.room = 0
         client.send(PingFrame(0, opaque_data=b"12345678").serialize())
         assert client.conn.paused and not client.transport.reading
         client.transport.drain()
