@@ -8,6 +8,9 @@ changed on disk and revalidated) client threads keep such requests going for WIN
 while a probe fetches a hot file from memory every 10 ms on its own keep-alive connection. If
 the loop made one call that waits for the filesystem, every probe due meanwhile would be late by
 up to DELAY: the probe's p99 and the server's own loop-lag gauge must both stay under 50 ms.
+A workload over a limit runs once more and fails if it is over again: a loop that waits for this
+filesystem is late by about DELAY in every run, while a lone 60 ms hiccup (seen once in CI on
+this shared VM, then not in five reruns) is the host's scheduler.
 
 The same workloads with `--model sped` (the loop calls the disk itself) must stall the probe by
 at least 300 ms: the proof that this test can fail. Every window ends by checking that nothing
@@ -485,6 +488,17 @@ def verdicts(served: Served, workload: Workload, clients: Clients) -> list[str]:
             for p in problems]
 
 
+def timing_problems(name: str, probe: HotProbe, lag: LagSampler) -> list[str]:
+    """What says the loop waited during a workload: the hot file's p99, the loop's lag."""
+    problems = []
+    if probe.p99() >= PROBE_P99:
+        problems.append(f"{name}: the hot file waited: {probe.summary()}; the loop "
+                        f"lagged at most {lag.max_lag():.3f} s meanwhile")
+    if lag.max_lag() >= LAG_MAX:
+        problems.append(f"{name}: the loop lagged {lag.max_lag():.3f} s ({lag.gauge()})")
+    return problems
+
+
 @pytest.mark.parametrize("group", list(GROUPS))
 def test_slow_disk_work_never_delays_a_hot_file(slow_site: tuple[Path, Path],
                                                 stopping: list[ServerProcess], group: str):
@@ -494,14 +508,17 @@ def test_slow_disk_work_never_delays_a_hot_file(slow_site: tuple[Path, Path],
     with serving(mountpoint, *args, stop_later=stopping) as served:
         for name in names:
             workload = WORKLOADS[name]
-            probe, lag, clients = run_under_probe(served, workload, backing)
-            problems += verdicts(served, workload, clients)
-            problems += [f"{name}: probe error {e}" for e in probe.errors[:3]]
-            if probe.p99() >= PROBE_P99:
-                problems.append(f"{name}: the hot file waited: {probe.summary()}; the loop "
-                                f"lagged at most {lag.max_lag():.3f} s meanwhile")
-            if lag.max_lag() >= LAG_MAX:
-                problems.append(f"{name}: the loop lagged {lag.max_lag():.3f} s ({lag.gauge()})")
+            for attempt in (1, 2):
+                probe, lag, clients = run_under_probe(served, workload, backing)
+                wrong = verdicts(served, workload, clients)
+                wrong += [f"{name}: probe error {e}" for e in probe.errors[:3]]
+                late = timing_problems(name, probe, lag)
+                # A loop that waits for the disk waits in every run (SPED: 0.3-1.5 s each
+                # time); one stall just over the limit that does not come back is this shared
+                # VM's scheduler. So only a stall seen in two runs in a row fails the test.
+                if wrong or not late or attempt == 2:
+                    problems += wrong + late
+                    break
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 
