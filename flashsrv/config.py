@@ -19,7 +19,7 @@ from typing import Any
 
 from flashsrv_helpers.wire import COMPRESSORS
 
-from flashsrv.fields import configured_header_problem, field_value_problem
+from flashsrv.fields import field_value_problem, header_name_problem
 from flashsrv.path_patterns import Redirect, compile_pattern
 from flashsrv.rule_files import redirect_rule
 from flashsrv.site_rules import TRAILING_SLASH_POLICIES, HeaderRule
@@ -298,13 +298,14 @@ def _header_pairs(table: Mapping[str, Any], where: str, errors: list[str]
                   ) -> list[tuple[str, str]]:
     pairs = []
     for name, value in table.items():
-        problem = configured_header_problem(name, value)
-        if problem is None:
-            pairs.append((name, value.strip()))
-        elif configured_header_problem(name, "") is not None:
-            errors.append(f"{where}: {problem}")
+        name_problem = header_name_problem(name)
+        value_problem = field_value_problem(value)
+        if name_problem is not None:
+            errors.append(f"{where}: {name_problem}")
+        elif value_problem is not None:
+            errors.append(f"{where}.{name}: {value_problem}")
         else:
-            errors.append(f"{where}.{name}: {problem}")
+            pairs.append((name, value.strip()))
     return pairs
 
 
@@ -439,10 +440,11 @@ def _settings(data: Mapping[str, Any], base: str, where: str, allowed: tuple[str
     """The values of one table (the file's top level, or one [[sites]] entry)."""
     values: dict[str, Any] = {}
     for key, raw in data.items():
-        if key in TABLE_KEYS or key in ("sites", "hosts") or key not in allowed:
-            if key not in allowed:
-                errors.append(f"{where}{key}: unknown setting (known: {', '.join(allowed)})")
+        if key not in allowed:
+            errors.append(f"{where}{key}: unknown setting (known: {', '.join(allowed)})")
             continue
+        if key in TABLE_KEYS or key in ("sites", "hosts"):
+            continue  # read by _tables, _sites and _hosts
         if key == "root":
             values["root"] = _root(raw, base, f"{where}root", errors)
             continue

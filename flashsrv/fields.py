@@ -86,13 +86,18 @@ def field_value_problem(value: object) -> str | None:
     return None
 
 
-def configured_header_problem(name: str, value: object) -> str | None:
-    """Why a site-configured response header cannot be sent as given, or None when it can."""
+def header_name_problem(name: str) -> str | None:
+    """Why a site may not configure a response header of this name, or None when it may."""
     if not _FIELD_NAME.fullmatch(name):
         return f"{name!r} is not a valid header name"
     if name.lower() in MANAGED_HEADERS:
         return f"{name} is set by the server for each response and cannot be configured"
-    return field_value_problem(value)
+    return None
+
+
+def configured_header_problem(name: str, value: object) -> str | None:
+    """Why a site-configured response header cannot be sent as given, or None when it can."""
+    return header_name_problem(name) or field_value_problem(value)
 
 
 def host_name(value: str) -> str:

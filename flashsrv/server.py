@@ -320,7 +320,8 @@ async def _tick(site: Site, loop: asyncio.AbstractEventLoop, error_log: ErrorLog
         if site.access_log is not None:
             site.access_log.flush()
         error_log.limit.roll(now)
-        site.content.disk.reap()
+        for docroot in docroots(site):
+            docroot.content.disk.reap()
         notifier.ping()
         if worker_admin is not None and now - published >= PUBLISH_EVERY:
             worker_admin.publish(site)
@@ -367,8 +368,7 @@ async def serve_forever(config: Config, socks: list[socket.socket], root: str, f
 
     def on_sighup() -> None:
         notifier.notify(*reloading_notice())
-        task = loop.create_task(reload_site(site, load, one_at_a_time,
-                                            tls))
+        task = loop.create_task(reload_site(site, load, one_at_a_time, tls))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
         task.add_done_callback(lambda _task: notifier.notify("READY=1", serving))

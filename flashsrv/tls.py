@@ -48,7 +48,7 @@ def load_context(cert: str, key: str) -> ssl.SSLContext:
 
 
 class Certificates:
-    """The context new handshakes use. `replace` swaps it; connections already open keep the
+    """The context new handshakes use. `reload` swaps it; connections already open keep the
     one they were made with."""
 
     def __init__(self, context: ssl.SSLContext, cert: str, key: str) -> None:
