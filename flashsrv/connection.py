@@ -63,7 +63,8 @@ class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
         self.local_host = ""  # the address a request without Host reached (for to_https)
         # The log's wish is read once per connection: after a reload that switches to a
         # format recording Referer and User-Agent, older connections log them as "-".
-        super().__init__(site.access_log is not None and site.access_log.reads_headers)
+        super().__init__(site.access_log is not None and site.access_log.reads_headers,
+                         site.prepared.repeats)
         # Set by connection_made, before any byte arrives: the methods the request reader
         # calls (and the answering that follows) assert it for the type checker.
         self.transport: asyncio.Transport | None = None
@@ -166,16 +167,15 @@ class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
         if self.phase is IDLE or self.phase is NEW or self.phase is HEAD:
             self._enter(HEAD)
 
-    def answer_prepared(self, target: bytes) -> bool:
+    def answer_prepared(self, target: bytes, host: bytes, headers: dict[str, str]) -> bool:
         site = self.site
         table = site.prepared
         # With virtual hosts a kept response belongs to the Host it was asked of too.
-        prepared = table.get(target if site.hosts is None else self._host_ok + b"\n" + target)
+        prepared = table.get(target if site.hosts is None else host + b"\n" + target)
         phase = self.phase
         if (prepared is None or self.hsts or self.to_https
                 or (phase is not IDLE and phase is not HEAD and phase is not NEW)
-                or self.queue or not self.parser.should_keep_alive()
-                or self.parser.get_method() != b"GET"):
+                or self.queue):
             return False
         response, length = prepared
         assert self.transport is not None
@@ -186,7 +186,7 @@ class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
         if site.access_log is not None:
             # A prepared response has one representation: no Content-Encoding (head b"").
             site.access_log.write(self.log_addr, b"GET", target, "1.1", 200, length,
-                                  self._headers, b"", now)
+                                  headers, b"", now)
         if self.phase is phase:  # not paused by that write
             self.phase = IDLE
             self.deadline = now + site.timeouts[IDLE]
@@ -279,8 +279,7 @@ class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
             key = request.target
             if site.hosts is not None:
                 key = request.headers["host"].encode("latin-1") + b"\n" + key
-            site.prepared.keep(key, b"".join((plan.head, site.date.line, _END, data)),
-                               len(data))
+            site.prepared.keep(key, (plan.head, site.date.line, _END, data))
 
     def _start(self, request: Request, work: Coroutine[Any, Any, None]) -> None:
         """Go on with a response in a task; the connection is ANSWERING until it is done."""

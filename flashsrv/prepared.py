@@ -8,12 +8,43 @@ write. The server's tick empties the table (four times a second), so every kept 
 younger than the path cache's trust period allows and carries the current Date; a reload
 empties it at once. Only single-representation files qualify (nothing to negotiate), and the
 table is bounded in bytes. No I/O here.
+
+`RepeatedRequests` goes one step further for clients that send the very same bytes again (load
+generators, health checks, a browser reloading an asset): the exact bytes of a whole request
+that was answered from this table, mapped to what the parser made of them. Bytes arriving at a
+message boundary that equal such a request parse to the same request, so the connection can
+answer them without running the parser at all. It is emptied with the table.
 """
 
 from __future__ import annotations
 
 # Bytes of responses kept at once; past this, new ones are not kept until the next tick.
 MAX_BYTES = 8 << 20
+# Bytes of repeated requests remembered at once, and the largest one remembered.
+MAX_REQUEST_BYTES = 1 << 20
+MAX_REQUEST = 4096
+
+# What the parser made of a request answered from the table: target, Host, kept header fields.
+Parsed = tuple[bytes, bytes, dict[str, str]]
+
+
+class RepeatedRequests(dict[bytes, Parsed]):
+    """The exact bytes of a whole request -> what they parsed to; bounded in bytes."""
+
+    def __init__(self, max_bytes: int = MAX_REQUEST_BYTES) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+        self.used = 0
+
+    def remember(self, raw: bytes, parsed: Parsed) -> None:
+        if len(raw) <= MAX_REQUEST and self.used + len(raw) <= self.max_bytes and raw not in self:
+            self[raw] = parsed
+            self.used += len(raw)
+
+    def clear(self) -> None:
+        super().clear()
+        self.used = 0
+
 
 
 class PreparedResponses(dict[bytes, tuple[bytes, int]]):
@@ -25,11 +56,15 @@ class PreparedResponses(dict[bytes, tuple[bytes, int]]):
         self.used = 0
         self.hits = 0  # responses sent from here, and their body bytes (all 200s)
         self.bytes_sent = 0
+        self.repeats = RepeatedRequests()
 
-    def keep(self, target: bytes, response: bytes, body_length: int) -> None:
-        if self.used + len(response) <= self.max_bytes and target not in self:
-            self[target] = (response, body_length)
-            self.used += len(response)
+    def keep(self, target: bytes, parts: tuple[bytes | bytearray, ...]) -> None:
+        """Keep the response made of parts (head, Date, blank line, body) if there is room;
+        joined only then, so a full table costs no copy of the body."""
+        size = sum(map(len, parts))
+        if self.used + size <= self.max_bytes and target not in self:
+            self[target] = (b"".join(parts), len(parts[-1]))
+            self.used += size
 
     def stop(self) -> None:
         """Keep nothing more (a draining server's responses must say Connection: close)."""
@@ -39,3 +74,5 @@ class PreparedResponses(dict[bytes, tuple[bytes, int]]):
     def clear(self) -> None:
         super().clear()
         self.used = 0
+        self.repeats.clear()
+        self.repeats.clear()

@@ -11,7 +11,7 @@ path) and knows nothing of responses, files or the loop: the hooks below are the
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from httptools import (
     HttpParserCallbackError,
@@ -22,6 +22,7 @@ from httptools import (
 )
 
 from flashsrv.fields import only_chunked, unparsed_method_status, valid_host
+from flashsrv.prepared import Parsed, RepeatedRequests
 from flashsrv.responder import Request
 from flashsrv.urlpath import BadTarget, split_target, target_authority
 
@@ -71,13 +72,22 @@ class RequestReader:
 
     site: Site
 
-    def __init__(self, log_headers: bool = False) -> None:
+    def __init__(self, log_headers: bool = False,
+                 repeats: RepeatedRequests | None = None) -> None:
         self.parser = HttpRequestParser(self)
         # The request headers kept; chosen once per connection, so logging them costs nothing
         # when the log does not want them.
         self._kept = SEMANTIC_AND_LOGGED if log_headers else SEMANTIC_HEADERS
         self._input_closed = False
         self._host_ok = b""
+        # Whole requests answered by `answer_prepared`, by their exact bytes (shared by the
+        # connections of a site); None: every request goes through the parser.
+        self._repeats = repeats
+        # The parser holds no byte of an unfinished message: the next read starts a request.
+        self._at_start = True
+        # Of the messages one read completed: what the first parsed to, if `answer_prepared`
+        # answered it; False once a second message, or one answered otherwise, completed.
+        self._answered: Parsed | Literal[False] | None = None
         self._next_message()
 
     # -- hooks (the connection's) ------------------------------------------------------------
@@ -85,9 +95,10 @@ class RequestReader:
     def request_received(self, request: Request) -> None:
         raise NotImplementedError
 
-    def answer_prepared(self, target: bytes) -> bool:
-        """Answer a plain keep-alive HTTP/1.1 GET of target from a prepared response, if one
-        is kept and the connection is free to write it; whether it did."""
+    def answer_prepared(self, target: bytes, host: bytes, headers: dict[str, str]) -> bool:
+        """Answer a plain keep-alive HTTP/1.1 GET of target (asked of host, with the kept
+        header fields) from a prepared response, if one is kept and the connection is free to
+        write it; whether it did."""
         raise NotImplementedError
 
     def reject(self, status: int, detail: str) -> None:
@@ -118,9 +129,20 @@ class RequestReader:
 
     def data_received(self, data: bytes) -> None:
         """Parse data; a parse error or a refused request becomes `reject`. Nothing is read
-        once input is closed (refused, closing or gone)."""
+        once input is closed (refused, closing or gone).
+
+        Bytes that start at a message boundary and equal a whole request answered from a
+        prepared response before are answered again without the parser: the same bytes in
+        the same parser state make the same request, checks included."""
         if self._input_closed:
             return
+        at_start = self._at_start
+        if at_start and self._repeats is not None:
+            parsed = self._repeats.get(data)
+            if parsed is not None and self.answer_prepared(*parsed):
+                return
+        self._at_start = False
+        self._answered = None
         try:
             self.parser.feed_data(data)
         except HttpParserCallbackError as exc:
@@ -143,12 +165,20 @@ class RequestReader:
                 return
             self.reject(505 if detail == "Invalid HTTP version" else 400, detail)
             return
-        if self._url and self._in_head:  # a head still incomplete after these bytes
-            self._pending_head += len(data)
-            if self._pending_head > MAX_PENDING_HEAD:
-                self.reject(431, "request head too large")
-            else:
-                self.head_started()
+        if self._url:
+            if self._in_head:  # a head still incomplete after these bytes
+                self._pending_head += len(data)
+                if self._pending_head > MAX_PENDING_HEAD:
+                    self.reject(431, "request head too large")
+                else:
+                    self.head_started()
+        elif data.endswith(b"\r\n\r\n") and self._answered is not None:
+            # A message ended with these bytes and no request line has begun since: the
+            # next read starts a request. (A partial method cannot end in a blank line.)
+            self._at_start = True
+            answered = self._answered
+            if at_start and answered and self._repeats is not None:
+                self._repeats.remember(data, answered)
 
     # -- parser events ------------------------------------------------------------------------
 
@@ -231,9 +261,13 @@ class RequestReader:
                 raise Reject(505, f"HTTP/{version} is not supported")
         elif not self._has_host:
             raise Reject(400, "HTTP/1.1 request without Host")
-        elif self._plain and self.answer_prepared(self._url):
+        elif (self._plain and parser.get_method() == b"GET" and parser.should_keep_alive()
+                and self.answer_prepared(self._url, self._host_ok, self._headers)):
+            self._answered = ((self._url, self._host_ok, self._headers)
+                              if self._answered is None else False)
             self._next_message()
             return
+        self._answered = False
         url = self._url
         headers = self._headers
         conditional = self._conditional

@@ -158,8 +158,8 @@ class _Reader(RequestReader):
         super().__init__(log_headers)
         self.kept: list[dict[str, str]] = []
 
-    def answer_prepared(self, target: bytes) -> bool:
-        self.kept.append(dict(self._headers))
+    def answer_prepared(self, target: bytes, host: bytes, headers: dict[str, str]) -> bool:
+        self.kept.append(dict(headers))
         return True
 
     def request_received(self, request: Request) -> None:

@@ -357,6 +357,31 @@ def test_a_plain_get_answered_from_memory_is_kept_and_then_sent_prepared(make_si
     run(scenario)
 
 
+def test_a_repeated_request_is_answered_from_its_bytes_on_any_connection(make_site):
+    async def scenario():
+        site = make_site()
+        client = Client(site)
+        kept = await _prepare(client, "/a.txt")
+        client.send(get("/a.txt"))  # answered prepared after a parse: its bytes are kept
+        await settle()
+        assert list(site.prepared.repeats) == [get("/a.txt")]
+        other = Client(site)
+        other.send(get("/a.txt"))
+        other.send(get("/a.txt"))
+        await settle()
+        assert other.output() == kept + kept and site.prepared.hits == 3
+        assert other.conn.phase == IDLE
+        site.prepared.clear()  # the tick: the next one is parsed and answered from memory
+        assert not site.prepared.repeats
+        other.send(get("/a.txt"))
+        await settle()
+        assert other.output() == kept and site.prepared.hits == 3
+        client.close()
+        other.close()
+
+    run(scenario)
+
+
 @pytest.mark.parametrize("header", [
     "Range: bytes=0-1",
     "If-None-Match: *",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from flashsrv.prepared import MAX_REQUEST, RepeatedRequests
 from flashsrv.request_reader import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
@@ -18,8 +19,9 @@ from flashsrv.request_reader import (
 
 
 class Recorder(RequestReader):
-    def __init__(self, prepared: tuple[bytes, ...] = ()) -> None:
-        super().__init__()
+    def __init__(self, prepared: tuple[bytes, ...] = (),
+                 repeats: RepeatedRequests | None = None) -> None:
+        super().__init__(repeats=repeats)
         self.prepared = prepared
         self.requests = []
         self.rejects: list[tuple[int, str]] = []
@@ -29,7 +31,7 @@ class Recorder(RequestReader):
     def request_received(self, request) -> None:
         self.requests.append(request)
 
-    def answer_prepared(self, target: bytes) -> bool:
+    def answer_prepared(self, target: bytes, host: bytes, headers: dict[str, str]) -> bool:
         self.asked.append(target)
         return target in self.prepared
 
@@ -97,6 +99,73 @@ def test_plain_http_1_1_get_is_offered_to_the_prepared_lane_first():
     reader = read(request("/a.txt") + request("/b.txt"), prepared=(b"/a.txt",))
     assert reader.asked == [b"/a.txt", b"/b.txt"]
     assert [r.path for r in reader.requests] == [b"/b.txt"]  # /a.txt was answered prepared
+
+
+# -- repeated requests: the same bytes, answered again without the parser ------------------------
+
+def test_a_whole_request_answered_prepared_is_answered_again_from_its_bytes():
+    repeats = RepeatedRequests()
+    first = Recorder(prepared=(b"/a.txt",), repeats=repeats)
+    data = request("/a.txt", "User-Agent: ua/1")
+    first.data_received(data)
+    assert repeats == {data: (b"/a.txt", b"example.test", {"host": "example.test"})}
+    second = Recorder(prepared=(b"/a.txt",), repeats=repeats)  # another connection
+    second.parser = None  # type: ignore[assignment]  # the parser must not be needed
+    second.data_received(data)
+    second.data_received(data)
+    assert second.asked == [b"/a.txt", b"/a.txt"] and not second.requests
+
+
+def test_a_repeated_request_the_connection_cannot_answer_prepared_is_parsed():
+    repeats = RepeatedRequests()
+    data = request("/a.txt")
+    Recorder(prepared=(b"/a.txt",), repeats=repeats).data_received(data)
+    reader = Recorder(prepared=(), repeats=repeats)  # e.g. busy, or the table was emptied
+    reader.data_received(data)
+    assert reader.asked == [b"/a.txt", b"/a.txt"]  # once from the bytes, once parsed
+    assert [r.path for r in reader.requests] == [b"/a.txt"]
+
+
+@pytest.mark.parametrize("data", [
+    request("/a.txt") + request("/a.txt"),  # two messages in one read
+    request("/a.txt", "Range: bytes=0-1"),  # not answered prepared
+    request("/a.txt") + b"GE",  # a next message has begun
+    request("/a.txt", "X-Pad: " + "p" * MAX_REQUEST),  # too long to remember
+])
+def test_only_one_whole_request_answered_prepared_is_remembered(data):
+    repeats = RepeatedRequests()
+    Recorder(prepared=(b"/a.txt",), repeats=repeats).data_received(data)
+    assert not repeats
+
+
+def test_a_request_that_did_not_start_at_a_message_boundary_is_not_remembered():
+    repeats = RepeatedRequests()
+    reader = Recorder(prepared=(b"/a.txt",), repeats=repeats)
+    data = request("/a.txt")
+    reader.data_received(data[:10])
+    reader.data_received(data[10:])  # completes a message, but began in the middle of one
+    assert not repeats and reader.asked == [b"/a.txt"]
+    reader.data_received(data)  # the previous read ended at a boundary: this one starts one
+    assert list(repeats) == [data]
+
+
+def test_remembered_bytes_are_not_taken_in_the_middle_of_a_message():
+    repeats = RepeatedRequests()
+    data = request("/a.txt")
+    Recorder(prepared=(b"/a.txt",), repeats=repeats).data_received(data)
+    reader = Recorder(prepared=(b"/a.txt",), repeats=repeats)
+    reader.data_received(b"GET /b.txt HTTP/1.1\r\n")  # a head in progress
+    reader.data_received(data)  # now header lines of /b.txt: a bad header, not a repeat
+    assert reader.rejects and reader.asked == []
+
+
+def test_repeated_requests_are_bounded_in_bytes_and_emptied_by_clear():
+    repeats = RepeatedRequests(max_bytes=100)
+    repeats.remember(b"x" * 60, (b"/a", b"h", {}))
+    repeats.remember(b"y" * 60, (b"/b", b"h", {}))  # would go over
+    assert list(repeats) == [b"x" * 60] and repeats.used == 60
+    repeats.clear()
+    assert not repeats and repeats.used == 0
 
 
 @pytest.mark.parametrize("data", [

@@ -169,7 +169,7 @@ def site(tmp_path: Path) -> Site:
 
 
 def test_reload_applies_rules_and_timeouts_to_new_requests(site: Site, tmp_path: Path):
-    site.prepared.keep(b"/a", b"a whole response", 1)
+    site.prepared.keep(b"/a", (b"a whole response", b"x"))
     old_responder = site.responder
     reload(site, lambda: sped(tmp_path, headers=[("X-New", "1")], keepalive_timeout=5.0))
     assert site.responder is not old_responder
