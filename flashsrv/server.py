@@ -35,6 +35,7 @@ from flashsrv_helpers.worker import die_with_parent
 
 from flashsrv.accesslog import AccessLog
 from flashsrv.admin import WorkerAdmin, start_admin
+from flashsrv.allocator import keep_heap
 from flashsrv.config import Config, ConfigError
 from flashsrv.connection import HttpConnection
 from flashsrv.content import Content, DataCache
@@ -443,6 +444,7 @@ def run_worker(config: Config, socks: list[socket.socket], root: str, announce_a
                worker_admin: WorkerAdmin | None = None, tls: TlsListeners | None = None
                ) -> None:
     fd_limit = raise_fd_limit()
+    keep_heap()
     uvloop.run(serve_forever(config, socks, root, fd_limit, announce_address, load, notifier,
                              worker_admin, tls))
 
