@@ -10,7 +10,9 @@ Workloads (the Flash paper's comparison, on a small scale):
 
 - cached: one file of 2 KB, 100 KB, 1 MiB or 20 MiB, requested over and over;
 - many-files: random requests over a data set larger than flashsrv's `--cache-bytes` (in the
-  kernel page cache, not in the server's own cache);
+  kernel page cache, not in the server's own cache), after a warm-up like the cached rows', so
+  that every server has already opened the files once (nginx's open_file_cache, flashsrv's
+  path cache): the steady state, not the first lookup of each file;
 - disk-bound: files evicted from the page cache (posix_fadvise DONTNEED) and the disk made slow by
   the kernel (cgroup v1 blkio throttle or v2 io.max on the server's processes); one wrk fetches
   cold files while another fetches a cached small file: a server that blocks on the disk also

@@ -66,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="seconds per wrk run (10; --quick: 1; "
                    f"large-file row: {COLD_LARGE.seconds:g}, --quick: "
                    f"{COLD_LARGE.quick_seconds:g})")
-    p.add_argument("--warmup", type=float, help="seconds of warm-up per cached run (2; 0.5)")
+    p.add_argument("--warmup", type=float,
+                   help="seconds of warm-up before each cached and many-files run (2; 0 with "
+                        "--quick)")
     # Defaults of None are filled in below: the large-file row keeps its own settings (the
     # issue's) unless the option is given.
     p.add_argument("--cache-bytes", help=f"flashsrv --cache-bytes ({DEFAULT_CACHE_BYTES}; "

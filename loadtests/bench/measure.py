@@ -96,7 +96,9 @@ class Bench:
             return row
         if workload == "many":
             warm(ds.files(ds.many))
-            return self._run(srv, workload, [(ds.many, CONNECTIONS["many"], "random")])
+            load = (ds.many, CONNECTIONS["many"], "random")
+            self._warm_up(srv, *load)
+            return self._run(srv, workload, [load])
         if workload in ("disk", "stall"):
             return self._cold(srv, workload)
         if workload == "coldlarge":
@@ -105,10 +107,15 @@ class Bench:
 
     def _cached(self, srv: Running, workload: str, path: str, mode: str) -> Row:
         """One cached file requested over and over, after the warm-up."""
-        connections = CONNECTIONS[workload]
+        load = ([path], CONNECTIONS[workload], mode)
+        self._warm_up(srv, *load)
+        return self._run(srv, workload, [load])
+
+    def _warm_up(self, srv: Running, paths: list[str], connections: int, mode: str) -> None:
+        """The same load, unmeasured, for --warmup seconds: the servers' own caches (nginx's
+        open_file_cache, flashsrv's path and data caches) start each measured run warm."""
         if self.args.warmup:
-            Wrk(self.tools, self.work, srv, [path], connections, self.args.warmup, mode).result()
-        return self._run(srv, workload, [([path], connections, mode)])
+            Wrk(self.tools, self.work, srv, paths, connections, self.args.warmup, mode).result()
 
     def _run(self, srv: Running, workload: str,
              loads: list[Load], probe: bool = False,
