@@ -141,3 +141,15 @@ def test_bench_quick_large_file_row(tmp_path: Path) -> None:
     assert "--helpers 8 --cache-bytes 1M" in cells[-1], row  # the notes
     assert "disk-bound large files, amped probe p99 ms:" in text, text
     assert "problem:" not in text, text
+
+
+def test_h2_floor_reports_the_h2_librarys_cpu_per_request():
+    """loadtests/h2_floor.py drives flashsrv's h2 server state with real h2 client frames:
+    every request must be answered, or the number it prints would mean nothing."""
+    run = subprocess.run([sys.executable, "loadtests/h2_floor.py", "--requests", "300"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = re.fullmatch(r"h2 library, server side: ([\d.]+) µs CPU per request \(at most "
+                         r"([\d,]+) req/s on one core\), 10 streams at a time\n", run.stdout)
+    assert found, run.stdout
+    assert float(found[1]) > 0
