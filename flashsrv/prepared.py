@@ -46,7 +46,6 @@ class RepeatedRequests(dict[bytes, Parsed]):
         self.used = 0
 
 
-
 class PreparedResponses(dict[bytes, tuple[bytes, int]]):
     """request-target -> (the complete response: head, Date, blank line, body; body length)."""
 
@@ -74,5 +73,4 @@ class PreparedResponses(dict[bytes, tuple[bytes, int]]):
     def clear(self) -> None:
         super().clear()
         self.used = 0
-        self.repeats.clear()
         self.repeats.clear()
