@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from flashsrv.disk import DiskUnavailable, FileChanged
-from flashsrv.entries import FILE, MISSING, Entry
+from flashsrv.entries import DIRECTORY, FILE, MISSING, Entry
 from flashsrv.fields import method_status
 from flashsrv.path_patterns import REWRITE_STATUS
 from flashsrv.responder import Plan, Request, body_of, https_location
@@ -63,8 +63,9 @@ def from_cache(site: Site, request: Request) -> Cached:
     if rules.early and rules.route_early(request.path) is not None:
         return docroot, None, None, None  # a site rule answers: the slow path decides how
     entry = content.fresh(request.path)
-    if entry is None or entry.kind == MISSING:
-        return docroot, entry, None, None
+    if (entry is None or entry.kind == MISSING
+            or (rules.shadowing and entry.kind == DIRECTORY and not entry.variants)):
+        return docroot, entry, None, None  # the slow path looks for a rule or a fallback
     plan = responder.respond(request, entry)
     file = plan.file
     if plan.status >= 400:
@@ -99,8 +100,9 @@ async def decide(site: Docroot, request: Request, entry: Entry | None, peer: str
                 return await _replaced(site, request, responder.error(404, path=path), entry)
         if entry is None:
             entry = await _translate(site, request, path, peer)
-        if entry.kind == MISSING:
-            found = await _missing(site, request, path, peer)
+        if entry.kind == MISSING or (entry.kind == DIRECTORY and not entry.variants
+                                     and not site.documents.listing):
+            found = await _missing(site, request, path, peer, entry.kind == DIRECTORY)
             if isinstance(found, Plan):
                 return found
             entry = found or entry
@@ -118,12 +120,14 @@ async def _replaced(site: Docroot, request: Request, plan: Plan, entry: Entry | 
     return plan
 
 
-async def _missing(site: Docroot, request: Request, path: bytes, peer: str
-                   ) -> Entry | Plan | None:
+async def _missing(site: Docroot, request: Request, path: bytes, peer: str,
+                   folder: bool = False) -> Entry | Plan | None:
     """What serves a path where no file is: a clean URL's .html file, a shadowing redirect or
-    rewrite, the SPA fallback; None when nothing does."""
+    rewrite, the SPA fallback; None when nothing does. A folder without an index (and no
+    listing) holds no file either, so a shadowing rule applies there too, as on Netlify; the
+    clean URL and the fallback do not (nginx's `try_files $uri $uri/ ...` stops at a folder)."""
     rules = site.responder.rules
-    if rules.clean_urls and not path.endswith(b".html"):
+    if not folder and rules.clean_urls and not path.endswith(b".html"):
         stem = path.rstrip(b"/") if rules.trailing_slash == "leave" else path
         if stem and not stem.endswith(b"/"):
             entry = await _translate(site, request, stem + b".html", peer)
@@ -138,7 +142,7 @@ async def _missing(site: Docroot, request: Request, path: bytes, peer: str
         entry = await _translate(site, request, route.path, peer)
         if entry.kind != MISSING:
             return entry
-    return await site.documents.fallback(request)
+    return None if folder else await site.documents.fallback(request)
 
 
 async def _translate(site: Docroot, request: Request, path: bytes, peer: str) -> Entry:

@@ -59,6 +59,8 @@ REDIRECTS_FILE = """\
 /app/*          /spa.html     200
 /r/*            /:splat       200
 /both           /file-wins    302!
+/no-index/*     /spa.html     200
+/bare-folder    /about        302
 """
 HEADERS_FILE = """\
 /*
@@ -195,7 +197,8 @@ def make_site(base: Path) -> Path:
     (base / "www-private").mkdir()
     (base / "www-private" / "secret.txt").write_bytes(SIBLING_SECRET)
     www = base / "www"
-    for folder in ("docs", "dir", "assets", "errors", "app", "evil.com", "sub"):
+    for folder in ("docs", "dir", "assets", "errors", "app", "evil.com", "sub", "no-index",
+                   "bare-folder"):
         (www / folder).mkdir(parents=True)
     (www / "index.html").write_bytes(DEFAULT)
     (www / "about.html").write_bytes(ABOUT)
@@ -207,6 +210,7 @@ def make_site(base: Path) -> Path:
     (www / "shadow.txt").write_bytes(SOFT)
     (www / "forced.txt").write_bytes(SOFT)
     (www / "app" / "real.txt").write_bytes(SOFT)
+    (www / "no-index" / "real.txt").write_bytes(SOFT)
     (www / "assets" / "app.js").write_bytes(APP_JS)
     (www / "errors" / "404.html").write_bytes(NOT_FOUND_PAGE)
     (www / "evil.com" / "index.html").write_bytes(DEFAULT)
@@ -338,6 +342,20 @@ def test_file_rules_shadow_by_default_and_bang_forces(full: ServerProcess):
     resp = get(full, "/shadow.txt")
     assert (resp.status, resp.body) == (200, SOFT)
     assert_redirect(get(full, "/forced.txt"), 302, "/about")
+
+
+def test_shadowing_rules_apply_in_a_folder_without_an_index(full: ServerProcess):
+    """Netlify's reading: a folder with no index.html holds no file to serve, so a shadowing
+    rule applies there (without it: a slash redirect, then 403); the folder's files stand."""
+    for _ in range(2):  # the second time from a cached entry (the fast path must not answer)
+        resp = get(full, "/no-index/")
+        assert (resp.status, resp.body) == (200, SPA)
+        assert_redirect(get(full, "/bare-folder"), 302, "/about")
+    resp = get(full, "/no-index/real.txt")
+    assert (resp.status, resp.body) == (200, SOFT)
+    resp = get(full, "/docs/")  # a folder with an index is served as before
+    assert (resp.status, resp.body) == (200, DOCS)
+    assert_redirect(get(full, "/sub"), 301, "/sub/")  # no rule there: nginx's slash redirect
 
 
 def test_file_rules_come_before_configured_ones(full: ServerProcess):
