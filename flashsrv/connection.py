@@ -63,8 +63,8 @@ class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
         self.local_host = ""  # the address a request without Host reached (for to_https)
         # The log's wish is read once per connection: after a reload that switches to a
         # format recording Referer and User-Agent, older connections log them as "-".
-        super().__init__(site.access_log is not None and site.access_log.reads_headers,
-                         site.prepared.repeats)
+        log_headers = site.access_log is not None and site.access_log.reads_headers
+        super().__init__(log_headers, site.prepared.repeats(log_headers))
         # Set by connection_made, before any byte arrives: the methods the request reader
         # calls (and the answering that follows) assert it for the type checker.
         self.transport: asyncio.Transport | None = None

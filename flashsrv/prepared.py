@@ -55,7 +55,10 @@ class PreparedResponses(dict[bytes, tuple[bytes, int]]):
         self.used = 0
         self.hits = 0  # responses sent from here, and their body bytes (all 200s)
         self.bytes_sent = 0
-        self.repeats = RepeatedRequests()
+        # Two sets of repeated requests: what the parser kept of a request depends on whether
+        # the connection's access log reads Referer and User-Agent (chosen per connection, so
+        # connections made before and after a reload that changed the format may differ).
+        self._repeats = (RepeatedRequests(), RepeatedRequests())
 
     def keep(self, target: bytes, parts: tuple[bytes | bytearray, ...]) -> None:
         """Keep the response made of parts (head, Date, blank line, body) if there is room;
@@ -65,6 +68,10 @@ class PreparedResponses(dict[bytes, tuple[bytes, int]]):
             self[target] = (b"".join(parts), len(parts[-1]))
             self.used += size
 
+    def repeats(self, log_headers: bool) -> RepeatedRequests:
+        """The repeated requests of connections that keep (or not) the fields the log reads."""
+        return self._repeats[log_headers]
+
     def stop(self) -> None:
         """Keep nothing more (a draining server's responses must say Connection: close)."""
         self.clear()
@@ -73,4 +80,5 @@ class PreparedResponses(dict[bytes, tuple[bytes, int]]):
     def clear(self) -> None:
         super().clear()
         self.used = 0
-        self.repeats.clear()
+        for repeats in self._repeats:
+            repeats.clear()

@@ -364,7 +364,8 @@ def test_a_repeated_request_is_answered_from_its_bytes_on_any_connection(make_si
         kept = await _prepare(client, "/a.txt")
         client.send(get("/a.txt"))  # answered prepared after a parse: its bytes are kept
         await settle()
-        assert list(site.prepared.repeats) == [get("/a.txt")]
+        repeats = site.prepared.repeats(False)  # this site's log reads no request fields
+        assert list(repeats) == [get("/a.txt")] and not site.prepared.repeats(True)
         other = Client(site)
         other.send(get("/a.txt"))
         other.send(get("/a.txt"))
@@ -372,7 +373,7 @@ def test_a_repeated_request_is_answered_from_its_bytes_on_any_connection(make_si
         assert other.output() == kept + kept and site.prepared.hits == 3
         assert other.conn.phase == IDLE
         site.prepared.clear()  # the tick: the next one is parsed and answered from memory
-        assert not site.prepared.repeats
+        assert not repeats
         other.send(get("/a.txt"))
         await settle()
         assert other.output() == kept and site.prepared.hits == 3

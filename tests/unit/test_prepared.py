@@ -33,10 +33,12 @@ def test_table_is_bounded_in_bytes():
 def test_clear_empties_the_table_but_keeps_the_counters():
     table = PreparedResponses(max_bytes=10)
     table.keep(b"/a", (b"1234", b"5"))
-    table.repeats.remember(b"GET /a HTTP/1.1\r\n\r\n", (b"/a", b"", {}))
+    for log_headers in (False, True):
+        table.repeats(log_headers).remember(b"GET /a HTTP/1.1\r\n\r\n", (b"/a", b"", {}))
     table.hits, table.bytes_sent = 3, 15
     table.clear()
-    assert not table and table.used == 0 and not table.repeats
+    assert not table and table.used == 0
+    assert not table.repeats(False) and not table.repeats(True)
     assert (table.hits, table.bytes_sent) == (3, 15)
     table.keep(b"/b", (b"123456789", b"0"))  # room again after a clear
     assert b"/b" in table
