@@ -63,8 +63,7 @@ def from_cache(site: Site, request: Request) -> Cached:
     if rules.early and rules.route_early(request.path) is not None:
         return docroot, None, None, None  # a site rule answers: the slow path decides how
     entry = content.fresh(request.path)
-    if (entry is None or entry.kind == MISSING
-            or (rules.shadowing and entry.kind == DIRECTORY and not entry.variants)):
+    if entry is None or entry.kind == MISSING or _rule_may_fill(docroot, entry):
         return docroot, entry, None, None  # the slow path looks for a rule or a fallback
     plan = responder.respond(request, entry)
     file = plan.file
@@ -100,8 +99,7 @@ async def decide(site: Docroot, request: Request, entry: Entry | None, peer: str
                 return await _replaced(site, request, responder.error(404, path=path), entry)
         if entry is None:
             entry = await _translate(site, request, path, peer)
-        if entry.kind == MISSING or (entry.kind == DIRECTORY and not entry.variants
-                                     and not site.documents.listing):
+        if entry.kind == MISSING or _rule_may_fill(site, entry):
             found = await _missing(site, request, path, peer, entry.kind == DIRECTORY)
             if isinstance(found, Plan):
                 return found
@@ -120,12 +118,19 @@ async def _replaced(site: Docroot, request: Request, plan: Plan, entry: Entry | 
     return plan
 
 
+def _rule_may_fill(site: Docroot, entry: Entry) -> bool:
+    """A folder without an index (and no listing) holds no file, so a shadowing rule applies
+    there as where nothing is, as on Netlify."""
+    return (entry.kind == DIRECTORY and not entry.variants
+            and bool(site.responder.rules.shadowing) and not site.documents.listing)
+
+
 async def _missing(site: Docroot, request: Request, path: bytes, peer: str,
                    folder: bool = False) -> Entry | Plan | None:
     """What serves a path where no file is: a clean URL's .html file, a shadowing redirect or
-    rewrite, the SPA fallback; None when nothing does. A folder without an index (and no
-    listing) holds no file either, so a shadowing rule applies there too, as on Netlify; the
-    clean URL and the fallback do not (nginx's `try_files $uri $uri/ ...` stops at a folder)."""
+    rewrite, the SPA fallback; None when nothing does. In a folder (`_rule_may_fill`) only
+    the shadowing rules apply: clean URLs and the fallback stop at a folder, as nginx's
+    `try_files $uri $uri/ ...` does."""
     rules = site.responder.rules
     if not folder and rules.clean_urls and not path.endswith(b".html"):
         stem = path.rstrip(b"/") if rules.trailing_slash == "leave" else path

@@ -358,6 +358,19 @@ def test_shadowing_rules_apply_in_a_folder_without_an_index(full: ServerProcess)
     assert_redirect(get(full, "/sub"), 301, "/sub/")  # no rule there: nginx's slash redirect
 
 
+def test_a_listed_folder_is_not_filled_by_a_shadowing_rule(
+        serve: Callable[..., ServerProcess], tmp_path: Path):
+    """With --listing a folder without an index has something to serve: its listing."""
+    www = tmp_path / "www"
+    (www / "files").mkdir(parents=True)
+    (www / "files" / "a.txt").write_bytes(SOFT)
+    (www / "spa.html").write_bytes(SPA)
+    (www / "_redirects").write_text("/files/*  /spa.html  200\n")
+    srv = serve(www, "--listing", "--access-log", "off")
+    resp = get(srv, "/files/")
+    assert resp.status == 200 and b"a.txt" in resp.body and resp.body != SPA
+
+
 def test_file_rules_come_before_configured_ones(full: ServerProcess):
     assert_redirect(get(full, "/both"), 302, "/file-wins")
 
