@@ -34,6 +34,7 @@ from flashsrv.phases import ANSWERING, CLOSING, HEAD, IDLE, NEW, SENDING
 from flashsrv.request_reader import RequestReader
 from flashsrv.responder import Plan, Request, body_of, error_plan
 from flashsrv.response_sender import ResponseSender
+from flashsrv.site import KeptStream
 
 if TYPE_CHECKING:
     from flashsrv.site import Docroot, Site
@@ -49,6 +50,14 @@ _END_KEEP_ALIVE_10 = b"Connection: keep-alive\r\n\r\n"
 _END = b"\r\n"
 # Stands in for the request line of something that could not be parsed (for the access log).
 _UNPARSED = Request(b"-", b"-", b"", "1.1", {}, False, False)
+
+
+def _keepable(request: Request, plan: Plan, entry: Entry) -> bool:
+    """Whether the next plain keep-alive GET of this target may get this answer again: a 200
+    of a file with one representation, asked without conditions."""
+    return (plan.status == 200 and len(entry.variants) == 1 and not entry.vary
+            and request.method == b"GET" and request.keep_alive and request.version == "1.1"
+            and not request.conditional and not plan.close)
 
 
 class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
@@ -171,12 +180,21 @@ class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
         site = self.site
         table = site.prepared
         # With virtual hosts a kept response belongs to the Host it was asked of too.
-        prepared = table.get(target if site.hosts is None else host + b"\n" + target)
+        key = target if site.hosts is None else host + b"\n" + target
+        prepared = table.get(key)
         phase = self.phase
-        if (prepared is None or self.hsts or self.to_https
+        if ((prepared is None and key not in table.streams) or self.hsts or self.to_https
                 or (phase is not IDLE and phase is not HEAD and phase is not NEW)
                 or self.queue):
             return False
+        if prepared is None:
+            kept = table.streams[key]
+            if not kept.current():
+                del table.streams[key]  # changed or stale: the full path looks it up again
+                return False
+            table.stream_hits += 1
+            self._stream_kept(kept, headers)
+            return True
         response, length = prepared
         assert self.transport is not None
         now = monotonic()  # the log's start of this request and the idle deadline's base
@@ -262,24 +280,32 @@ class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
         if plan is None:
             self._start(request, self._answer_retrying(request, entry, docroot))
         elif data is not None:
-            if (plan.status == 200 and entry is not None and len(entry.variants) == 1
-                    and not entry.vary):
-                self._prepare(request, plan, data)
+            if entry is not None and _keepable(request, plan, entry):
+                site.prepared.keep(self._kept_key(request),
+                                   (plan.head, site.date.line, _END, data))
             self._send(request, plan, data)
         elif plan.file is None:
             self._send(request, plan, None)
         else:
+            if entry is not None and _keepable(request, plan, entry) and not plan.part_heads:
+                site.prepared.keep_stream(self._kept_key(request), KeptStream(
+                    plan, entry, docroot.content, request.path, request.query))
             self._stream_now(request, plan)
 
-    def _prepare(self, request: Request, plan: Plan, data: bytes | bytearray) -> None:
-        """Keep the whole 200 response for the next plain keep-alive GET of this target."""
-        if (request.method == b"GET" and request.keep_alive and request.version == "1.1"
-                and not request.conditional and not plan.close):
-            site = self.site
-            key = request.target
-            if site.hosts is not None:
-                key = request.headers["host"].encode("latin-1") + b"\n" + key
-            site.prepared.keep(key, (plan.head, site.date.line, _END, data))
+    def _kept_key(self, request: Request) -> bytes:
+        """What a kept answer is found by: the target, and with virtual hosts the Host too."""
+        if self.site.hosts is None:
+            return request.target
+        return request.headers["host"].encode("latin-1") + b"\n" + request.target
+
+    def _stream_kept(self, kept: KeptStream, headers: dict[str, str]) -> None:
+        """A plain keep-alive GET of a file streamed before: its plan again (head, file and
+        spans), with the residency and the version of the file checked as always."""
+        self._next_message()  # before the answer, whose next phase looks at the next message
+        self._began = monotonic()
+        self.sender.content = kept.content
+        self._stream_now(Request(b"GET", kept.path, kept.query, "1.1", headers, True, False),
+                         kept.plan)
 
     def _start(self, request: Request, work: Coroutine[Any, Any, None]) -> None:
         """Go on with a response in a task; the connection is ANSWERING until it is done."""

@@ -261,12 +261,12 @@ class RequestReader:
                 raise Reject(505, f"HTTP/{version} is not supported")
         elif not self._has_host:
             raise Reject(400, "HTTP/1.1 request without Host")
-        elif (self._plain and parser.get_method() == b"GET" and parser.should_keep_alive()
-                and self.answer_prepared(self._url, self._host_ok, self._headers)):
-            self._answered = ((self._url, self._host_ok, self._headers)
-                              if self._answered is None else False)
-            self._next_message()
-            return
+        elif self._plain and parser.get_method() == b"GET" and parser.should_keep_alive():
+            parsed = (self._url, self._host_ok, self._headers)
+            if self.answer_prepared(*parsed):
+                self._answered = parsed if self._answered is None else False
+                self._next_message()
+                return
         self._answered = False
         url = self._url
         headers = self._headers

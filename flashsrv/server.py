@@ -46,7 +46,7 @@ from flashsrv.logsink import ErrorLog, LogSink
 from flashsrv.phases import phase_timeouts
 from flashsrv.responder import Responder
 from flashsrv.rule_files_watch import RuleFiles
-from flashsrv.site import Docroot, HostTable, Site, Stats
+from flashsrv.site import Docroot, HostTable, KeptStream, Site, Stats
 from flashsrv.site_documents import SiteDocuments
 from flashsrv.site_rules import SiteRules
 from flashsrv.systemd import (
@@ -304,6 +304,10 @@ async def _watch_lag(stats: Stats, loop: asyncio.AbstractEventLoop) -> None:
         stats.loop_delay.observe(lag)
 
 
+def _in_path_cache(kept: KeptStream) -> bool:
+    return kept.content.paths.get(kept.path) is kept.entry
+
+
 async def _tick(site: Site, loop: asyncio.AbstractEventLoop, error_log: ErrorLog,
                 notifier: Notifier, worker_admin: WorkerAdmin | None) -> None:
     """The periodic sweep: Date line, timeouts, log flush and rate-limit window, helper
@@ -315,7 +319,9 @@ async def _tick(site: Site, loop: asyncio.AbstractEventLoop, error_log: ErrorLog
         await asyncio.sleep(period)
         now = time.monotonic()
         site.date.refresh()
-        site.prepared.clear()  # kept responses never outlive a tick (Date, trust period)
+        # Kept whole responses never outlive a tick (Date, trust period); kept streams go
+        # when the path cache no longer holds their entry.
+        site.prepared.expire(_in_path_cache)
         for conn in list(site.connections):
             conn.check_deadline(now)
         if site.access_log is not None:

@@ -10,24 +10,41 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from flashsrv.accesslog import NO_HEADERS, AccessLog
 from flashsrv.config import Config
 from flashsrv.content import Content
+from flashsrv.entries import Entry
 from flashsrv.fields import host_name
 from flashsrv.histogram import Histogram
 from flashsrv.httpdate import DateHeader
 from flashsrv.logsink import LOSSES
 from flashsrv.phases import phase_timeouts
 from flashsrv.prepared import PreparedResponses
-from flashsrv.responder import Responder
+from flashsrv.responder import Plan, Responder
 from flashsrv.rule_files_watch import RuleFiles
 from flashsrv.site_documents import SiteDocuments
 
 if TYPE_CHECKING:
     from flashsrv.connection_base import PhasedConnection
 
+
+
+class KeptStream(NamedTuple):
+    """A streamed 200 answer kept for the next plain GET of its target (`prepared`): the plan
+    (head, open file, span), the path-cache entry it was made from (it stands while the cache
+    trusts that entry), the content layer its bytes come through, the target's parts."""
+
+    plan: Plan
+    entry: Entry
+    content: Content
+    path: bytes
+    query: bytes
+
+    def current(self) -> bool:
+        """Whether the path cache still trusts the entry this answer was made from."""
+        return self.content.fresh(self.path) is self.entry
 
 class Stats:
     """Counters the admin endpoint exposes; plain attributes, bumped on the hot path."""
@@ -117,7 +134,7 @@ class Site(Docroot):
         self.https_port = config.tls_port  # the one bound, once known (--tls-port 0)
         self.stats = Stats()
         self.date = DateHeader()
-        self.prepared = PreparedResponses()
+        self.prepared: PreparedResponses[KeptStream] = PreparedResponses()
         # Open connections, oldest first (reclaim_one closes the oldest idle one at the cap).
         self.connections: dict[PhasedConnection, None] = {}
         self.stopping = False

@@ -803,6 +803,72 @@ def test_check_deadline_aborts_an_overdue_connection_and_counts_a_timeout(make_s
     run(scenario)
 
 
+async def _streamed(client: Client, root: Path, target: str = "/big.bin") -> bytes:
+    """One GET of the large file, streamed whole (the socket has room); its head."""
+    client.send(get(target))
+    await settle()
+    data = client.output()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert client.zero_copy() + rest == (root / "big.bin").read_bytes()
+    return head
+
+
+def test_a_streamed_answer_is_kept_and_streamed_again_with_the_same_checks(make_site,
+                                                                         root: Path):
+    async def scenario():
+        site = make_site()
+        client = Client(site)
+        first = await _streamed(client, root)  # looked up through the disk layer
+        await _streamed(client, root)  # from the path cache: its plan is kept
+        assert b"/big.bin" in site.prepared.streams and site.prepared.stream_hits == 0
+        again = await _streamed(client, root)  # answered from the kept plan, parsed
+        third = await _streamed(client, root)  # from its bytes: the parser is not run
+        assert site.prepared.stream_hits == 2 and again == first and third == first
+        assert client.conn.phase == IDLE
+        assert site.stats.by_status[200] == 4  # every answer is counted and logged
+        site.prepared.expire(lambda kept: True)  # the tick keeps what is still current
+        assert b"/big.bin" in site.prepared.streams
+        await _streamed(client, root)
+        assert site.prepared.stream_hits == 3
+        client.close()
+
+    run(scenario)
+
+
+def test_a_kept_stream_is_dropped_once_its_entry_is_not_the_cached_one(make_site, root: Path):
+    async def scenario():
+        site = make_site()
+        client = Client(site)
+        await _streamed(client, root)
+        await _streamed(client, root)
+        kept = site.prepared.streams[b"/big.bin"]
+        site.content.paths.discard(b"/big.bin")  # a change event or an eviction
+        site.prepared.expire(lambda k: k.content.paths.get(k.path) is k.entry)
+        assert b"/big.bin" not in site.prepared.streams  # the tick let it go
+        site.prepared.keep_stream(b"/big.bin", kept)  # as if the tick had not come yet
+        await _streamed(client, root)  # looked up afresh, not answered from the old plan
+        assert site.prepared.stream_hits == 0 and b"/big.bin" not in site.prepared.streams
+        await _streamed(client, root)  # from the new entry: kept again, with it
+        assert site.prepared.streams[b"/big.bin"].entry is not kept.entry
+        client.close()
+
+    run(scenario)
+
+
+def test_only_a_plain_whole_get_of_one_representation_is_kept(make_site, root: Path):
+    async def scenario():
+        site = make_site()
+        client = Client(site)
+        for request in (get("/big.bin", "Range: bytes=0-9"), get("/big.bin", method="HEAD"),
+                        get("/big.bin", version="1.0"), get("/big.bin", "If-None-Match: *")):
+            client.send(request)
+            client.output()
+        assert not site.prepared.streams
+        client.close()
+
+    run(scenario)
+
+
 def test_a_file_truncated_while_it_streams_aborts_the_connection(make_site, root: Path):
     async def scenario():
         site = make_site()

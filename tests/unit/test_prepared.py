@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flashsrv.prepared import MAX_BYTES, PreparedResponses
+from flashsrv.prepared import MAX_BYTES, MAX_STREAMS, PreparedResponses
 
 
 def test_kept_response_is_found_by_its_exact_target():
@@ -51,3 +51,27 @@ def test_stopped_table_keeps_nothing_more():
     assert not table
     table.keep(b"/b", (b"", b"y"))
     assert not table
+
+
+def test_kept_streams_outlive_the_tick_while_current_and_go_with_a_clear():
+    table: PreparedResponses[str] = PreparedResponses()
+    table.keep(b"/small", (b"HEAD\r\n\r\n", b"x"))
+    table.keep_stream(b"/big", "plan of /big")
+    table.keep_stream(b"/old", "plan of /old")
+    table.keep_stream(b"/big", "another plan")  # the first one stays
+    table.repeats(False).remember(b"GET /big HTTP/1.1\r\n\r\n", (b"/big", b"", {}))
+    table.expire(lambda kept: kept != "plan of /old")
+    assert not table and table.streams == {b"/big": "plan of /big"}
+    assert table.repeats(False), "the same bytes still parse the same after a tick"
+    table.clear()
+    assert not table.streams and not table.repeats(False)
+
+
+def test_kept_streams_are_bounded_in_number_and_none_is_kept_once_stopped():
+    table: PreparedResponses[int] = PreparedResponses()
+    for i in range(MAX_STREAMS + 5):
+        table.keep_stream(b"/f%d" % i, i)
+    assert len(table.streams) == MAX_STREAMS
+    table.stop()
+    table.keep_stream(b"/late", 1)
+    assert not table.streams
