@@ -182,13 +182,14 @@ class HttpConnection(PhasedConnection, RequestReader, asyncio.Protocol):
         # With virtual hosts a kept response belongs to the Host it was asked of too.
         key = target if site.hosts is None else host + b"\n" + target
         prepared = table.get(key)
+        kept = None if prepared is not None else table.streams.get(key)
         phase = self.phase
-        if ((prepared is None and key not in table.streams) or self.hsts or self.to_https
+        if ((prepared is None and kept is None) or self.hsts or self.to_https
                 or (phase is not IDLE and phase is not HEAD and phase is not NEW)
                 or self.queue):
             return False
         if prepared is None:
-            kept = table.streams[key]
+            assert kept is not None  # one of the two was found
             if not kept.current():
                 del table.streams[key]  # changed or stale: the full path looks it up again
                 return False

@@ -304,10 +304,6 @@ async def _watch_lag(stats: Stats, loop: asyncio.AbstractEventLoop) -> None:
         stats.loop_delay.observe(lag)
 
 
-def _in_path_cache(kept: KeptStream) -> bool:
-    return kept.content.paths.get(kept.path) is kept.entry
-
-
 async def _tick(site: Site, loop: asyncio.AbstractEventLoop, error_log: ErrorLog,
                 notifier: Notifier, worker_admin: WorkerAdmin | None) -> None:
     """The periodic sweep: Date line, timeouts, log flush and rate-limit window, helper
@@ -321,7 +317,7 @@ async def _tick(site: Site, loop: asyncio.AbstractEventLoop, error_log: ErrorLog
         site.date.refresh()
         # Kept whole responses never outlive a tick (Date, trust period); kept streams go
         # when the path cache no longer holds their entry.
-        site.prepared.expire(_in_path_cache)
+        site.prepared.expire(KeptStream.cached)
         for conn in list(site.connections):
             conn.check_deadline(now)
         if site.access_log is not None:

@@ -46,6 +46,11 @@ class KeptStream(NamedTuple):
         """Whether the path cache still trusts the entry this answer was made from."""
         return self.content.fresh(self.path) is self.entry
 
+    def cached(self) -> bool:
+        """Whether the path cache still holds that entry (the tick's question: it starts no
+        revalidation, which `current` may)."""
+        return self.content.paths.get(self.path) is self.entry
+
 class Stats:
     """Counters the admin endpoint exposes; plain attributes, bumped on the hot path."""
 

@@ -23,7 +23,7 @@ from fakes import FakeTransport, make_root, run, settle, site_maker
 
 from flashsrv.connection import MAX_PIPELINE, HttpConnection
 from flashsrv.phases import ANSWERING, CLOSING, HEAD, IDLE, NEW, SENDING
-from flashsrv.site import Site
+from flashsrv.site import KeptStream, Site
 
 BIG_SIZE = 1 << 20  # well above the data cache's per-file limit: streamed, never held whole
 FILES = {
@@ -846,7 +846,7 @@ def test_a_kept_stream_is_dropped_once_its_entry_is_not_the_cached_one(make_site
         await _streamed(client, root)
         kept = site.prepared.streams[b"/big.bin"]
         site.content.paths.discard(b"/big.bin")  # a change event or an eviction
-        site.prepared.expire(lambda k: k.content.paths.get(k.path) is k.entry)
+        site.prepared.expire(KeptStream.cached)  # as the tick does
         assert b"/big.bin" not in site.prepared.streams  # the tick let it go
         site.prepared.keep_stream(b"/big.bin", kept)  # as if the tick had not come yet
         await _streamed(client, root)  # looked up afresh, not answered from the old plan
